@@ -1,0 +1,1 @@
+//! The RiskPlatform custom resource: spec and status types shared by the operator and the API server.
