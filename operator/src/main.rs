@@ -1,1 +1,21 @@
-fn main() {}
+//! `riskplatform-operator`: runs the controller, writes the CRD, or replays traces through the autoscaler.
+
+use clap::Parser;
+use riskplatform_operator::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            riskplatform_operator::telemetry::init(&cli.operator.log_format);
+            riskplatform_operator::run(cli.operator, riskplatform_operator::shutdown_signal()).await?;
+        }
+        Command::Crdgen { out_dir } => {
+            let path = out_dir.join(riskplatform_crd::CRD_FILE_NAME);
+            std::fs::write(&path, riskplatform_crd::crd_yaml())?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}

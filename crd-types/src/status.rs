@@ -1,0 +1,73 @@
+//! The observed state of a platform: conditions, per-component replicas and breaker summary.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types the operator sets.
+pub mod condition {
+    /// Every component has its desired replicas ready.
+    pub const READY: &str = "Ready";
+    /// A change is being rolled out or replicas are not ready yet.
+    pub const PROGRESSING: &str = "Progressing";
+    /// The spec cannot work as written (e.g. a referenced Secret is missing) or applying failed.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+/// What the operator last observed of a platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RiskPlatformStatus {
+    /// The metadata.generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing and Degraded.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The API Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ComponentStatus>,
+    /// The worker Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<ComponentStatus>,
+    /// The managed Redis (absent when Redis is external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<ComponentStatus>,
+    /// The PgBouncer Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgbouncer: Option<ComponentStatus>,
+    /// One line per dependency for `kubectl get`, e.g. `database=Auto redis=Auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker_summary: Option<String>,
+}
+
+/// Replicas of one workload as its controller reports them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    /// Replicas asked for (spec.replicas of the workload).
+    pub desired_replicas: i32,
+    /// Replicas ready to serve.
+    pub ready_replicas: i32,
+    /// `ready/desired`, for printer columns.
+    pub ready: String,
+}
+
+impl ComponentStatus {
+    /// Builds the status line from the two counts.
+    pub fn new(desired_replicas: i32, ready_replicas: i32) -> Self {
+        Self { desired_replicas, ready_replicas, ready: format!("{ready_replicas}/{desired_replicas}") }
+    }
+
+    /// Whether every desired replica is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready_replicas >= self.desired_replicas
+    }
+}
+
+impl RiskPlatformStatus {
+    /// The condition of the given type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,149 @@
+//! PgBouncer: pgbouncer.ini in a ConfigMap (no secrets), the auth file in an owned Secret, a
+//! Deployment and a Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service,
+    TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+
+use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
+use super::workloads::service;
+use crate::controller::validate::Validated;
+
+/// PgBouncer's conventional port.
+pub const PORT: i32 = 6432;
+const CONFIG_DIR: &str = "/etc/pgbouncer";
+const AUTH_DIR: &str = "/etc/pgbouncer/auth";
+/// uid of the pgbouncer user in the default image.
+const PGBOUNCER_UID: i64 = 70;
+
+pub struct PgBouncerChildren {
+    pub config: ConfigMap,
+    pub auth: Secret,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+/// The pgbouncer.ini for a platform. Passwords live in the auth file, never here.
+pub fn ini(ctx: &BuildContext) -> String {
+    let pg = &ctx.rp.spec.pgbouncer;
+    let db = &pg.database;
+    format!(
+        "[databases]\n\
+         {name} = host={host} port={port} dbname={name}\n\
+         \n\
+         [pgbouncer]\n\
+         listen_addr = 0.0.0.0\n\
+         listen_port = {PORT}\n\
+         auth_type = scram-sha-256\n\
+         auth_file = {AUTH_DIR}/userlist.txt\n\
+         pool_mode = {mode}\n\
+         max_client_conn = {max_client}\n\
+         default_pool_size = {pool}\n\
+         reserve_pool_size = {reserve}\n\
+         max_db_connections = {max_db}\n\
+         ignore_startup_parameters = extra_float_digits\n\
+         server_tls_sslmode = prefer\n\
+         unix_socket_dir =\n",
+        name = db.name,
+        host = db.host,
+        port = db.port,
+        mode = pg.pool_mode.as_ini(),
+        max_client = pg.max_client_conn,
+        pool = pg.default_pool_size,
+        reserve = pg.reserve_pool_size,
+        max_db = pg.max_db_connections,
+    )
+}
+
+/// PgBouncer's userlist.txt format: `"user" "password"`, with `"` doubled inside values.
+fn userlist(username: &str, password: &str) -> String {
+    format!("\"{}\" \"{}\"\n", username.replace('"', "\"\""), password.replace('"', "\"\""))
+}
+
+pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
+    let names = &ctx.names;
+    let pg = &ctx.rp.spec.pgbouncer;
+    let ini = ini(ctx);
+    let userlist = userlist(&validated.credentials.username, &validated.credentials.password);
+    let hash = common::config_hash(&[ini.as_bytes(), userlist.as_bytes()]);
+
+    let mut container = common::container("pgbouncer", &pg.image);
+    container.command = Some(vec!["pgbouncer".to_owned(), format!("{CONFIG_DIR}/pgbouncer.ini")]);
+    container.ports = Some(vec![common::port("postgres", PORT)]);
+    container.resources = Some(pg.resources.clone());
+    let tcp = |initial, period| Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::String("postgres".to_owned()), ..Default::default() }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    container.liveness_probe = Some(tcp(15, 15));
+    container.readiness_probe = Some(tcp(2, 5));
+    container.volume_mounts = Some(vec![
+        VolumeMount { name: "config".to_owned(), mount_path: CONFIG_DIR.to_owned(), read_only: Some(true), ..Default::default() },
+        VolumeMount { name: "auth".to_owned(), mount_path: AUTH_DIR.to_owned(), read_only: Some(true), ..Default::default() },
+    ]);
+
+    let deployment = Deployment {
+        metadata: ctx.meta(&names.pgbouncer, Some(Component::PgBouncer)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(2),
+            selector: common::selector(&names.platform, Component::PgBouncer),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(common::component_labels(&names.platform, Component::PgBouncer)),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash)])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.platform.clone()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(common::restricted_pod_security(PGBOUNCER_UID)),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".to_owned(),
+                            config_map: Some(ConfigMapVolumeSource { name: names.pgbouncer.clone(), ..Default::default() }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "auth".to_owned(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.pgbouncer_auth.clone()),
+                                default_mode: Some(0o400),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    PgBouncerChildren {
+        config: ConfigMap {
+            metadata: ctx.meta(&names.pgbouncer, Some(Component::PgBouncer)),
+            data: Some(BTreeMap::from([("pgbouncer.ini".to_owned(), ini)])),
+            ..Default::default()
+        },
+        auth: Secret {
+            metadata: ctx.meta(&names.pgbouncer_auth, Some(Component::PgBouncer)),
+            type_: Some("Opaque".to_owned()),
+            data: Some(BTreeMap::from([("userlist.txt".to_owned(), ByteString(userlist.into_bytes()))])),
+            ..Default::default()
+        },
+        deployment,
+        service: service(ctx, &names.pgbouncer, Component::PgBouncer, "postgres", PORT),
+    }
+}

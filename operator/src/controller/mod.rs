@@ -1,0 +1,177 @@
+//! The RiskPlatform reconciler: fetch -> validate -> build (pure) -> apply -> status.
+
+pub mod apply;
+pub mod build;
+pub mod replicas;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use riskplatform_crd::RiskPlatform;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use apply::{Applied, Outcome, FIELD_MANAGER};
+use status::{Observed, Problem};
+
+/// How often a converged platform is checked again even without a watch event.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let platforms: Api<RiskPlatform> = ctx.api_all();
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=riskplatform-operator");
+    let controller = Controller::new(platforms, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let ready = ctx.ready.clone();
+    let readiness_store = store.clone();
+    tokio::spawn(async move {
+        // Re-asked on a short interval: a waiter registered before the first list completes was
+        // seen never to wake (kube-runtime 5.0), while a fresh one sees the synced store.
+        loop {
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(250), readiness_store.wait_until_ready()).await {
+                info!("RiskPlatform cache synced");
+                ready.store(true, std::sync::atomic::Ordering::Relaxed);
+                break;
+            }
+        }
+    });
+    controller
+        .owns(ctx.owned_api::<Deployment>(&client), owned.clone())
+        .owns(ctx.owned_api::<StatefulSet>(&client), owned.clone())
+        .owns(ctx.owned_api::<Service>(&client), owned.clone())
+        .owns(ctx.owned_api::<ConfigMap>(&client), owned.clone())
+        .owns(ctx.owned_api::<Secret>(&client), owned.clone())
+        .owns(ctx.owned_api::<ServiceAccount>(&client), owned.clone())
+        .owns(ctx.owned_api::<PodDisruptionBudget>(&client), owned)
+        // A referenced credentials Secret appearing or changing must wake the platforms using it.
+        .watches(ctx.owned_api::<Secret>(&client), watcher::Config::default(), move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|rp| rp.namespace() == namespace && rp.spec.pgbouncer.credentials_secret_ref.name == name)
+                .map(|rp| ObjectRef::from_obj(rp.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// One reconcile of one platform.
+#[instrument(skip_all, fields(name = %rp.name_any(), namespace = rp.namespace().unwrap_or_default()))]
+pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile.start();
+    let namespace = rp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let client = &ctx.client;
+
+    // fetch
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = secrets.get_opt(&rp.spec.pgbouncer.credentials_secret_ref.name).await?;
+
+    // validate + build (pure); permanent problems wait for a change of the spec or the Secret
+    let built = validate::validate(&rp, &namespace, secret.as_ref()).and_then(|v| build::build(&rp, &v));
+    let children = match built {
+        Ok(children) => children,
+        Err(e) if e.is_permanent() => {
+            warn!(error = %e, "platform cannot be deployed as specified");
+            ctx.metrics.reconcile.set_failure(&e);
+            let problem = Problem { reason: e.reason().to_owned(), message: e.to_string() };
+            ctx.publish(&rp, EventType::Warning, e.reason(), "Validate", e.to_string(), None).await;
+            write_status(&ctx, &rp, &namespace, &Observed::default(), Some(&problem)).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+
+    // apply
+    let result = apply::apply_all(client, &namespace, &children).await?;
+    for a in result.applied.iter().filter(|a| a.outcome != Outcome::Unchanged) {
+        publish_applied(&ctx, &rp, a).await;
+    }
+    let mut observed = result.observed;
+    let scaling = &rp.spec.autoscaling;
+    for (slot, settings) in [(&mut observed.api, scaling.api.settings()), (&mut observed.workers, scaling.workers.settings())] {
+        if let Some(d) = slot.as_ref() {
+            if let Some(n) = replicas::replicas_to_set(d, settings.min_replicas, settings.max_replicas) {
+                info!(deployment = %d.name_any(), replicas = n, "setting replicas within bounds");
+                *slot = Some(replicas::set_replicas(client, &namespace, &d.name_any(), n).await?);
+            }
+        }
+    }
+
+    // status
+    write_status(&ctx, &rp, &namespace, &observed, None).await?;
+    ctx.backoff.reset(&ObjectRef::from_obj(rp.as_ref()));
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn publish_applied(ctx: &Context, rp: &RiskPlatform, a: &Applied) {
+    let (reason, verb) = match a.outcome {
+        Outcome::Created => ("Created", "created"),
+        _ => ("Updated", "updated"),
+    };
+    // The child as secondary object keeps the recorder from folding all children into one series.
+    let child = ObjectReference {
+        kind: Some(a.kind.clone()),
+        name: Some(a.name.clone()),
+        namespace: rp.namespace(),
+        ..Default::default()
+    };
+    ctx.publish(rp, EventType::Normal, reason, "Apply", format!("{verb} {} {}", a.kind, a.name), Some(child)).await;
+}
+
+async fn write_status(ctx: &Context, rp: &RiskPlatform, namespace: &str, observed: &Observed, problem: Option<&Problem>) -> Result<()> {
+    let status = status::compute(rp, observed, problem, Time(k8s_openapi::jiff::Timestamp::now()));
+    let api: Api<RiskPlatform> = Api::namespaced(ctx.client.clone(), namespace);
+    let body = json!({
+        "apiVersion": RiskPlatform::api_version(&()),
+        "kind": RiskPlatform::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&rp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// Transient failures requeue with exponential backoff per platform.
+pub fn error_policy(rp: Arc<RiskPlatform>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(name = %rp.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.reconcile.set_failure(error);
+    Action::requeue(ctx.backoff.next(&ObjectRef::from_obj(rp.as_ref())))
+}
+
+impl Context {
+    async fn publish(
+        &self,
+        rp: &RiskPlatform,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
+        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary };
+        if let Err(e) = self.recorder.publish(&event, &rp.object_ref(&())).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
+}

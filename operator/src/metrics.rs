@@ -1,0 +1,83 @@
+//! Operator metrics: one prometheus-client registry with a sub-registry per component.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::Error;
+
+/// All metrics of the operator process.
+pub struct Metrics {
+    pub registry: Arc<Registry>,
+    pub reconcile: ReconcileMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("riskplatform_operator");
+        let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("reconcile"));
+        Self { registry: Arc::new(registry), reconcile }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format served on /metrics.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+/// Reconcile runs, failures by kind and durations.
+#[derive(Clone)]
+pub struct ReconcileMetrics {
+    pub runs: Counter,
+    pub failures: Family<ErrorLabels, Counter>,
+    pub duration: Histogram,
+}
+
+impl ReconcileMetrics {
+    fn register(r: &mut Registry) -> Self {
+        // 1 ms to ~4 s: a reconcile is a dozen API calls, slower than seconds means trouble.
+        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 13));
+        let runs = Counter::default();
+        let failures = Family::<ErrorLabels, Counter>::default();
+        r.register("runs", "reconciles started", runs.clone());
+        r.register("errors", "reconcile errors by kind", failures.clone());
+        r.register("duration_seconds", "reconcile duration", duration.clone());
+        Self { runs, failures, duration }
+    }
+
+    pub fn set_failure(&self, e: &Error) {
+        self.failures.get_or_create(&ErrorLabels { kind: e.metric_label() }).inc();
+    }
+
+    /// Counts a run and records its duration when the returned guard drops.
+    pub fn start(&self) -> ReconcileTimer {
+        self.runs.inc();
+        ReconcileTimer { start: Instant::now(), histogram: self.duration.clone() }
+    }
+}
+
+/// Drop guard timing one reconcile, whichever way it returns.
+pub struct ReconcileTimer {
+    start: Instant,
+    histogram: Histogram,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
