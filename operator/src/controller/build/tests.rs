@@ -1,0 +1,226 @@
+//! `build` from YAML fixtures: what each spec turns into.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, EnvVar};
+use kube::ResourceExt;
+use riskplatform_crd::RiskPlatform;
+
+use super::*;
+use crate::controller::validate::{Credentials, Validated};
+
+fn fixture(name: &str) -> RiskPlatform {
+    let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
+}
+
+fn validated(password: &str) -> Validated {
+    Validated {
+        credentials: Credentials { username: "risk".into(), password: password.into() },
+        credentials_hash: config_hash_of(&[password.as_bytes()]),
+    }
+}
+
+fn container<'a>(d: &'a Deployment, name: &str) -> &'a Container {
+    let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
+    pod.containers.iter().chain(pod.init_containers.iter().flatten()).find(|c| c.name == name).expect("container")
+}
+
+fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
+    c.env.iter().flatten().find(|e| e.name == name).unwrap_or_else(|| panic!("env {name} in {}", c.name))
+}
+
+fn all_metadata(c: &Children) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    let mut m = vec![
+        &c.service_account.metadata,
+        &c.api_deployment.metadata,
+        &c.api_service.metadata,
+        &c.api_pdb.metadata,
+        &c.worker_deployment.metadata,
+        &c.worker_service.metadata,
+        &c.pgbouncer_config.metadata,
+        &c.pgbouncer_auth.metadata,
+        &c.pgbouncer_deployment.metadata,
+        &c.pgbouncer_service.metadata,
+    ];
+    if let Some(r) = &c.redis {
+        m.extend([&r.config.metadata, &r.service.metadata, &r.statefulset.metadata]);
+    }
+    m
+}
+
+#[test]
+fn every_child_is_owned_by_the_platform_and_lives_in_its_namespace() {
+    let rp = fixture("minimal.yaml");
+    let children = build(&rp, &validated("pw")).expect("build");
+    let metas = all_metadata(&children);
+    assert_eq!(metas.len(), 13);
+    for meta in metas {
+        assert_eq!(meta.namespace.as_deref(), Some("prod"));
+        let owners = meta.owner_references.as_ref().expect("owner references");
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "RiskPlatform");
+        assert_eq!(owners[0].uid, "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
+        assert_eq!(owners[0].controller, Some(true));
+    }
+}
+
+#[test]
+fn deployments_leave_replicas_to_the_autoscaler() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    assert_eq!(children.api_deployment.spec.as_ref().and_then(|s| s.replicas), None);
+    assert_eq!(children.worker_deployment.spec.as_ref().and_then(|s| s.replicas), None);
+}
+
+#[test]
+fn the_api_has_the_documented_probes_and_resources() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let api = container(&children.api_deployment, "api");
+    let live = api.liveness_probe.as_ref().expect("liveness");
+    let ready = api.readiness_probe.as_ref().expect("readiness");
+    assert_eq!(live.http_get.as_ref().and_then(|h| h.path.as_deref()), Some("/health/live"));
+    assert_eq!((live.initial_delay_seconds, live.period_seconds), (Some(30), Some(15)));
+    assert_eq!(ready.http_get.as_ref().and_then(|h| h.path.as_deref()), Some("/health/ready"));
+    assert_eq!((ready.initial_delay_seconds, ready.period_seconds), (Some(5), Some(5)));
+    let res = api.resources.as_ref().expect("resources");
+    let get = |m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
+    assert_eq!(get(&res.requests, "cpu").as_deref(), Some("100m"));
+    assert_eq!(get(&res.requests, "memory").as_deref(), Some("256Mi"));
+    assert_eq!(get(&res.limits, "cpu").as_deref(), Some("500m"));
+    assert_eq!(get(&res.limits, "memory").as_deref(), Some("512Mi"));
+    assert_eq!(api.args.as_deref(), Some(&["serve".to_owned()][..]));
+}
+
+#[test]
+fn pgbouncer_ini_carries_the_documented_pool_settings_and_no_password() {
+    let children = build(&fixture("minimal.yaml"), &validated("s3cret-pw")).expect("build");
+    let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
+    for line in [
+        "risk = host=postgres.databases.svc port=5432 dbname=risk",
+        "pool_mode = transaction",
+        "max_client_conn = 2000",
+        "default_pool_size = 50",
+        "reserve_pool_size = 10",
+        "max_db_connections = 200",
+    ] {
+        assert!(ini.lines().any(|l| l == line), "missing {line:?} in\n{ini}");
+    }
+    assert!(!ini.contains("s3cret-pw"));
+    let auth = &children.pgbouncer_auth.data.as_ref().expect("data")["userlist.txt"];
+    assert_eq!(String::from_utf8_lossy(&auth.0), "\"risk\" \"s3cret-pw\"\n");
+}
+
+#[test]
+fn no_configmap_or_pod_spec_contains_the_password() {
+    let children = build(&fixture("minimal.yaml"), &validated("s3cret-pw")).expect("build");
+    let redis = children.redis.as_ref().expect("managed redis");
+    for text in [
+        serde_json::to_string(&children.pgbouncer_config).unwrap_or_default(),
+        serde_json::to_string(&redis.config).unwrap_or_default(),
+        serde_json::to_string(&children.api_deployment).unwrap_or_default(),
+        serde_json::to_string(&children.worker_deployment).unwrap_or_default(),
+        serde_json::to_string(&children.pgbouncer_deployment).unwrap_or_default(),
+    ] {
+        assert!(!text.contains("s3cret-pw"), "password leaked into {text}");
+    }
+    let api = container(&children.api_deployment, "api");
+    let password = env(api, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
+    assert_eq!((password.name.as_str(), password.key.as_str()), ("risk-db-credentials", "password"));
+}
+
+#[test]
+fn the_api_reaches_postgres_through_pgbouncer_and_migrations_go_direct() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let api = container(&children.api_deployment, "api");
+    assert_eq!(env(api, "PGHOST").value.as_deref(), Some("risk-pgbouncer"));
+    assert_eq!(env(api, "PGPORT").value.as_deref(), Some("6432"));
+    assert_eq!(env(api, "REDIS_URL").value.as_deref(), Some("redis://risk-redis:6379"));
+    let migrate = container(&children.api_deployment, "migrate");
+    assert_eq!(env(migrate, "PGHOST").value.as_deref(), Some("postgres.databases.svc"));
+    assert_eq!(env(migrate, "PGPORT").value.as_deref(), Some("5432"));
+}
+
+#[test]
+fn managed_redis_gets_the_documented_configuration() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let redis = children.redis.expect("managed redis");
+    let conf = &redis.config.data.as_ref().expect("data")["redis.conf"];
+    for line in ["maxmemory 1gb", "maxmemory-policy allkeys-lru", "tcp-keepalive 300", "timeout 300", "appendonly no"] {
+        assert!(conf.lines().any(|l| l == line), "missing {line:?} in\n{conf}");
+    }
+    assert!(redis.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref()).is_none());
+}
+
+#[test]
+fn redis_persistence_adds_a_volume_claim_and_append_only_file() {
+    let children = build(&fixture("persistent-redis.yaml"), &validated("pw")).expect("build");
+    let redis = children.redis.expect("managed redis");
+    let conf = &redis.config.data.as_ref().expect("data")["redis.conf"];
+    assert!(conf.contains("appendonly yes") && conf.contains("maxmemory 4gb") && conf.contains("volatile-lru"));
+    let claims = redis.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.clone()).expect("claims");
+    let spec = claims[0].spec.as_ref().expect("claim spec");
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
+    let size = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).map(|r| r["storage"].0.clone());
+    assert_eq!(size.as_deref(), Some("10Gi"));
+}
+
+#[test]
+fn external_redis_builds_no_redis_and_passes_the_password_by_reference() {
+    let children = build(&fixture("external-redis.yaml"), &validated("pw")).expect("build");
+    assert!(children.redis.is_none());
+    let worker = container(&children.worker_deployment, "worker");
+    assert_eq!(worker.image.as_deref(), Some("registry.example/riskplatform-worker:1.2.3"));
+    assert_eq!(env(worker, "REDIS_URL").value.as_deref(), Some("redis://:$(REDIS_PASSWORD)@cache.example:6380/2"));
+    let pw = env(worker, "REDIS_PASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
+    assert_eq!((pw.name.as_str(), pw.key.as_str()), ("redis-auth", "pw"));
+    let user = env(worker, "PGUSER").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
+    assert_eq!((user.name.as_str(), user.key.as_str()), ("db", "user"));
+    let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
+    assert!(ini.contains("scoring = host=db.example port=6543 dbname=scoring"));
+    assert!(ini.contains("pool_mode = session") && ini.contains("default_pool_size = 20"));
+}
+
+#[test]
+fn a_new_password_changes_the_pod_template_hashes_so_pods_roll() {
+    let rp = fixture("minimal.yaml");
+    let before = build(&rp, &validated("old")).expect("build");
+    let after = build(&rp, &validated("new")).expect("build");
+    let hash = |d: &Deployment| {
+        d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+    };
+    assert_ne!(hash(&before.api_deployment), hash(&after.api_deployment));
+    assert_ne!(hash(&before.pgbouncer_deployment), hash(&after.pgbouncer_deployment));
+    assert_eq!(build(&rp, &validated("old")).map(|c| hash(&c.api_deployment)).ok(), Some(hash(&before.api_deployment)));
+}
+
+#[test]
+fn every_container_meets_the_restricted_pod_security_profile() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let redis = children.redis.as_ref().expect("redis");
+    let pods = [
+        children.api_deployment.spec.as_ref().and_then(|s| s.template.spec.clone()),
+        children.worker_deployment.spec.as_ref().and_then(|s| s.template.spec.clone()),
+        children.pgbouncer_deployment.spec.as_ref().and_then(|s| s.template.spec.clone()),
+        redis.statefulset.spec.as_ref().and_then(|s| s.template.spec.clone()),
+    ];
+    for pod in pods.into_iter().map(|p| p.expect("pod spec")) {
+        assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+        for c in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+            let sc = c.security_context.as_ref().expect("security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+            assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
+            assert_eq!(sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        }
+    }
+}
+
+#[test]
+fn a_platform_without_a_uid_is_an_error_not_a_panic() {
+    let mut rp = fixture("minimal.yaml");
+    rp.metadata.uid = None;
+    assert!(matches!(build(&rp, &validated("pw")), Err(crate::error::Error::MissingObjectKey(_))));
+    assert_eq!(rp.name_any(), "risk");
+}
