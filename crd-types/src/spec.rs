@@ -12,6 +12,8 @@ use crate::status::RiskPlatformStatus;
 
 /// A financial default-risk prediction platform: the REST API, its workers, Redis and PgBouncer in
 /// front of the user's PostgreSQL, scaled from Prometheus metrics by the operator.
+// Each printcolumn repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "riskplatform.io",
@@ -22,9 +24,24 @@ use crate::status::RiskPlatformStatus;
     namespaced,
     status = "RiskPlatformStatus",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "API", type_ = "string", json_path = ".status.api.ready", description = "ready/desired API replicas"),
-    printcolumn(name = "Workers", type_ = "string", json_path = ".status.workers.ready", description = "ready/desired worker replicas"),
-    printcolumn(name = "Breaker", type_ = "string", json_path = ".status.breakerSummary", description = "circuit breaker state per dependency"),
+    printcolumn(
+        name = "API",
+        type_ = "string",
+        json_path = ".status.api.ready",
+        description = "ready/desired API replicas"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "string",
+        json_path = ".status.workers.ready",
+        description = "ready/desired worker replicas"
+    ),
+    printcolumn(
+        name = "Breaker",
+        type_ = "string",
+        json_path = ".status.breakerSummary",
+        description = "circuit breaker state per dependency"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -401,10 +418,7 @@ impl Default for PrometheusSpec {
 }
 
 fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
-    BTreeMap::from([
-        ("cpu".to_owned(), Quantity(cpu.to_owned())),
-        ("memory".to_owned(), Quantity(memory.to_owned())),
-    ])
+    BTreeMap::from([("cpu".to_owned(), Quantity(cpu.to_owned())), ("memory".to_owned(), Quantity(memory.to_owned()))])
 }
 
 /// Documented pod resources: requests 100m / 256Mi, limits 500m / 512Mi.

@@ -29,7 +29,11 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     match ctx.metrics.encode() {
-        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "encoding metrics failed");

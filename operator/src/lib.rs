@@ -26,7 +26,11 @@ pub async fn run(config: OperatorConfig, shutdown: impl Future<Output = ()> + Se
 }
 
 /// Like [`run`] with a given client (tests point it at their API server).
-pub async fn run_with_client(client: Client, config: OperatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run_with_client(
+    client: Client,
+    config: OperatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let OperatorConfig { listen_addr, namespace, instance, .. } = config;
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = Arc::new(Context::new(client, metrics, namespace, instance));

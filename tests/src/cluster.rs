@@ -80,7 +80,11 @@ pub async fn install_crd(client: &Client) -> Result<()> {
             .unwrap_or_default()
             .iter()
             .any(|c| c.type_ == "Established" && c.status == "True");
-        if established { Ok(()) } else { bail!("CRD {name} not established") }
+        if established {
+            Ok(())
+        } else {
+            bail!("CRD {name} not established")
+        }
     })
     .await
 }
@@ -118,7 +122,9 @@ where
     loop {
         match check().await {
             Ok(v) => return Ok(v),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e.context(format!("still failing after {timeout:?}"))),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("still failing after {timeout:?}")))
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

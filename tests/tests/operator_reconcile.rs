@@ -47,7 +47,10 @@ async fn setup(prefix: &str) -> Result<Env> {
 
 async fn owned_by<K>(client: &Client, ns: &str, name: &str, uid: &str) -> Result<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
 {
     let obj = Api::<K>::namespaced(client.clone(), ns).get(name).await?;
     let owner = obj.owner_references().iter().find(|o| o.kind == "RiskPlatform").context("no RiskPlatform owner")?;
@@ -225,10 +228,17 @@ async fn a_missing_secret_degrades_the_platform_until_the_secret_appears() -> Re
     assert!(deployments.get_opt("risk-api").await?.is_none(), "nothing is deployed without credentials");
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     eventually(WAIT, || async {
-        let warned = events.list(&Default::default()).await?.items.iter().any(|e| {
-            e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("SecretMissing")
-        });
-        if warned { Ok(()) } else { bail!("no SecretMissing warning event") }
+        let warned = events
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("SecretMissing"));
+        if warned {
+            Ok(())
+        } else {
+            bail!("no SecretMissing warning event")
+        }
     })
     .await?;
 
@@ -251,14 +261,35 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
     let ns = namespace(&client, "invalid").await?;
     let api: Api<RiskPlatform> = Api::namespaced(client.clone(), &ns);
     let cases = [
-        (json!({"autoscaling": {"api": {"minReplicas": 10, "maxReplicas": 3}}}), "autoscaling.api: minReplicas must not exceed maxReplicas"),
-        (json!({"autoscaling": {"cpu": {"scaleUpAbove": 30, "scaleDownBelow": 50}}}), "autoscaling.cpu: scaleDownBelow must be below scaleUpAbove"),
-        (json!({"autoscaling": {"memory": {"scaleUpAbove": 120}}}), "autoscaling.memory: thresholds are percentages and must be between 0 and 100"),
-        (json!({"autoscaling": {"queueLength": {"evaluationPeriodSeconds": 0}}}), "autoscaling.queueLength: evaluationPeriodSeconds must be positive"),
-        (json!({"autoscaling": {"workers": {"scaleDownCooldownSeconds": -5}}}), "autoscaling.workers: cooldowns must be positive"),
-        (json!({"circuitBreaker": {"failureRatePercent": 101}}), "circuitBreaker.failureRatePercent must be between 0 and 100"),
+        (
+            json!({"autoscaling": {"api": {"minReplicas": 10, "maxReplicas": 3}}}),
+            "autoscaling.api: minReplicas must not exceed maxReplicas",
+        ),
+        (
+            json!({"autoscaling": {"cpu": {"scaleUpAbove": 30, "scaleDownBelow": 50}}}),
+            "autoscaling.cpu: scaleDownBelow must be below scaleUpAbove",
+        ),
+        (
+            json!({"autoscaling": {"memory": {"scaleUpAbove": 120}}}),
+            "autoscaling.memory: thresholds are percentages and must be between 0 and 100",
+        ),
+        (
+            json!({"autoscaling": {"queueLength": {"evaluationPeriodSeconds": 0}}}),
+            "autoscaling.queueLength: evaluationPeriodSeconds must be positive",
+        ),
+        (
+            json!({"autoscaling": {"workers": {"scaleDownCooldownSeconds": -5}}}),
+            "autoscaling.workers: cooldowns must be positive",
+        ),
+        (
+            json!({"circuitBreaker": {"failureRatePercent": 101}}),
+            "circuitBreaker.failureRatePercent must be between 0 and 100",
+        ),
         (json!({"redis": {"mode": "External"}}), "redis.externalUrl is required when redis.mode is External"),
-        (json!({"redis": {"mode": "External", "externalUrl": "redis://u:p@h:6379"}}), "redis.externalUrl must not contain credentials"),
+        (
+            json!({"redis": {"mode": "External", "externalUrl": "redis://u:p@h:6379"}}),
+            "redis.externalUrl must not contain credentials",
+        ),
     ];
     for (i, (extra, message)) in cases.into_iter().enumerate() {
         let mut rp = serde_json::to_value(platform(&format!("bad-{i}"), "db")?)?;
@@ -294,7 +325,8 @@ async fn deleting_the_platform_removes_what_it_made() -> Result<()> {
         let left = deployments.list(&Default::default()).await?.items.len();
         ensure!(left == 0, "{left} deployments left");
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        let owned = cms.list(&Default::default()).await?.items.iter().filter(|c| !c.owner_references().is_empty()).count();
+        let owned =
+            cms.list(&Default::default()).await?.items.iter().filter(|c| !c.owner_references().is_empty()).count();
         ensure!(owned == 0, "{owned} owned configmaps left");
         Ok(())
     })

@@ -45,7 +45,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         // Re-asked on a short interval: a waiter registered before the first list completes was
         // seen never to wake (kube-runtime 5.0), while a fresh one sees the synced store.
         loop {
-            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(250), readiness_store.wait_until_ready()).await {
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(250), readiness_store.wait_until_ready()).await
+            {
                 info!("RiskPlatform cache synced");
                 ready.store(true, std::sync::atomic::Ordering::Relaxed);
                 break;
@@ -110,7 +112,9 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     }
     let mut observed = result.observed;
     let scaling = &rp.spec.autoscaling;
-    for (slot, settings) in [(&mut observed.api, scaling.api.settings()), (&mut observed.workers, scaling.workers.settings())] {
+    for (slot, settings) in
+        [(&mut observed.api, scaling.api.settings()), (&mut observed.workers, scaling.workers.settings())]
+    {
         if let Some(d) = slot.as_ref() {
             if let Some(n) = replicas::replicas_to_set(d, settings.min_replicas, settings.max_replicas) {
                 info!(deployment = %d.name_any(), replicas = n, "setting replicas within bounds");
@@ -140,7 +144,13 @@ async fn publish_applied(ctx: &Context, rp: &RiskPlatform, a: &Applied) {
     ctx.publish(rp, EventType::Normal, reason, "Apply", format!("{verb} {} {}", a.kind, a.name), Some(child)).await;
 }
 
-async fn write_status(ctx: &Context, rp: &RiskPlatform, namespace: &str, observed: &Observed, problem: Option<&Problem>) -> Result<()> {
+async fn write_status(
+    ctx: &Context,
+    rp: &RiskPlatform,
+    namespace: &str,
+    observed: &Observed,
+    problem: Option<&Problem>,
+) -> Result<()> {
     let status = status::compute(rp, observed, problem, Time(k8s_openapi::jiff::Timestamp::now()));
     let api: Api<RiskPlatform> = Api::namespaced(ctx.client.clone(), namespace);
     let body = json!({

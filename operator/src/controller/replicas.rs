@@ -16,11 +16,7 @@ pub fn autoscaler_owns_replicas(d: &Deployment) -> bool {
     d.managed_fields().iter().any(|m| {
         m.manager.as_deref() == Some(AUTOSCALER_MANAGER)
             && m.operation.as_deref() == Some("Apply")
-            && m.fields_v1
-                .as_ref()
-                .and_then(|f| f.0.get("f:spec"))
-                .and_then(|spec| spec.get("f:replicas"))
-                .is_some()
+            && m.fields_v1.as_ref().and_then(|f| f.0.get("f:spec")).and_then(|spec| spec.get("f:replicas")).is_some()
     })
 }
 
@@ -54,11 +50,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
     fn deployment(replicas: Option<i32>, manager: Option<&str>) -> Deployment {
-        let mut d = Deployment::default();
-        d.spec = Some(Default::default());
-        if let Some(spec) = d.spec.as_mut() {
-            spec.replicas = replicas;
-        }
+        let mut d = Deployment {
+            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec { replicas, ..Default::default() }),
+            ..Default::default()
+        };
         if let Some(manager) = manager {
             d.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
                 manager: Some(manager.to_owned()),

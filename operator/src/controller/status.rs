@@ -66,7 +66,11 @@ pub fn compute(rp: &RiskPlatform, observed: &Observed, problem: Option<&Problem>
     let not_ready: Vec<String> = components
         .iter()
         .filter_map(|(name, s)| match (name, s) {
-            (&"redis", None) if observed.redis.is_none() && rp.spec.redis.mode == riskplatform_crd::RedisMode::External => None,
+            (&"redis", None)
+                if observed.redis.is_none() && rp.spec.redis.mode == riskplatform_crd::RedisMode::External =>
+            {
+                None
+            }
             (_, Some(s)) if s.is_ready() => None,
             (_, Some(s)) => Some(format!("{name} {}", s.ready)),
             (_, None) => Some(format!("{name} missing")),
@@ -88,7 +92,12 @@ pub fn compute(rp: &RiskPlatform, observed: &Observed, problem: Option<&Problem>
             None => cond(condition::DEGRADED, false, "AsExpected", "all children applied".to_owned()),
         },
         if ready {
-            cond(condition::READY, true, "AllComponentsReady", "every component has its desired replicas ready".to_owned())
+            cond(
+                condition::READY,
+                true,
+                "AllComponentsReady",
+                "every component has its desired replicas ready".to_owned(),
+            )
         } else if let Some(p) = problem {
             cond(condition::READY, false, &p.reason, p.message.clone())
         } else {
@@ -97,7 +106,12 @@ pub fn compute(rp: &RiskPlatform, observed: &Observed, problem: Option<&Problem>
         if ready {
             cond(condition::PROGRESSING, false, "Complete", "rollout complete".to_owned())
         } else if problem.is_some() {
-            cond(condition::PROGRESSING, false, "WaitingForChange", "waiting for the spec or the cluster to change".to_owned())
+            cond(
+                condition::PROGRESSING,
+                false,
+                "WaitingForChange",
+                "waiting for the spec or the cluster to change".to_owned(),
+            )
         } else {
             cond(condition::PROGRESSING, true, "RollingOut", format!("waiting for: {}", not_ready.join(", ")))
         },

@@ -53,7 +53,8 @@ pub fn validate(rp: &RiskPlatform, namespace: &str, secret: Option<&Secret>) -> 
                 field,
             })
     };
-    let credentials = Credentials { username: read(&reference.username_key)?, password: read(&reference.password_key)? };
+    let credentials =
+        Credentials { username: read(&reference.username_key)?, password: read(&reference.password_key)? };
     let credentials_hash = super::build::config_hash_of(&[
         names(rp).platform.as_bytes(),
         credentials.username.as_bytes(),

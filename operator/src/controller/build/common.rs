@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile,
-    SecurityContext, ServiceAccount,
+    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile, SecurityContext,
+    ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -154,7 +154,12 @@ pub fn http_probe(path: &str, port: &str, initial_delay: i32, period: i32) -> Pr
 }
 
 pub fn port(name: &str, number: i32) -> ContainerPort {
-    ContainerPort { name: Some(name.to_owned()), container_port: number, protocol: Some("TCP".to_owned()), ..Default::default() }
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    }
 }
 
 /// A container with the restricted security context; callers fill the rest.

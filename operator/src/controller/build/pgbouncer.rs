@@ -87,8 +87,18 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
     container.liveness_probe = Some(tcp(15, 15));
     container.readiness_probe = Some(tcp(2, 5));
     container.volume_mounts = Some(vec![
-        VolumeMount { name: "config".to_owned(), mount_path: CONFIG_DIR.to_owned(), read_only: Some(true), ..Default::default() },
-        VolumeMount { name: "auth".to_owned(), mount_path: AUTH_DIR.to_owned(), read_only: Some(true), ..Default::default() },
+        VolumeMount {
+            name: "config".to_owned(),
+            mount_path: CONFIG_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "auth".to_owned(),
+            mount_path: AUTH_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        },
     ]);
 
     let deployment = Deployment {
@@ -110,7 +120,10 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
                     volumes: Some(vec![
                         Volume {
                             name: "config".to_owned(),
-                            config_map: Some(ConfigMapVolumeSource { name: names.pgbouncer.clone(), ..Default::default() }),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names.pgbouncer.clone(),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         },
                         Volume {

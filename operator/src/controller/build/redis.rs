@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -71,7 +71,12 @@ pub fn build(ctx: &BuildContext) -> RedisChildren {
         ..Default::default()
     });
     container.volume_mounts = Some(vec![
-        VolumeMount { name: "config".to_owned(), mount_path: "/etc/redis".to_owned(), read_only: Some(true), ..Default::default() },
+        VolumeMount {
+            name: "config".to_owned(),
+            mount_path: "/etc/redis".to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        },
         VolumeMount { name: "data".to_owned(), mount_path: "/data".to_owned(), ..Default::default() },
     ]);
 

@@ -83,9 +83,9 @@ fn the_api_has_the_documented_probes_and_resources() {
     assert_eq!(ready.http_get.as_ref().and_then(|h| h.path.as_deref()), Some("/health/ready"));
     assert_eq!((ready.initial_delay_seconds, ready.period_seconds), (Some(5), Some(5)));
     let res = api.resources.as_ref().expect("resources");
-    let get = |m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
-        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
-    };
+    let get =
+        |m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| { m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
     assert_eq!(get(&res.requests, "cpu").as_deref(), Some("100m"));
     assert_eq!(get(&res.requests, "memory").as_deref(), Some("256Mi"));
     assert_eq!(get(&res.limits, "cpu").as_deref(), Some("500m"));
@@ -126,7 +126,8 @@ fn no_configmap_or_pod_spec_contains_the_password() {
         assert!(!text.contains("s3cret-pw"), "password leaked into {text}");
     }
     let api = container(&children.api_deployment, "api");
-    let password = env(api, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
+    let password =
+        env(api, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
     assert_eq!((password.name.as_str(), password.key.as_str()), ("risk-db-credentials", "password"));
 }
 
@@ -188,7 +189,11 @@ fn a_new_password_changes_the_pod_template_hashes_so_pods_roll() {
     let before = build(&rp, &validated("old")).expect("build");
     let after = build(&rp, &validated("new")).expect("build");
     let hash = |d: &Deployment| {
-        d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
     };
     assert_ne!(hash(&before.api_deployment), hash(&after.api_deployment));
     assert_ne!(hash(&before.pgbouncer_deployment), hash(&after.pgbouncer_deployment));

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, every Rust test (unit and integration against real
+# components started on loopback), and the Helm chart tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --workspace --locked --no-fail-fast
+if [ -x tests/helm/run.sh ]; then
+  echo "== helm chart tests"
+  bash tests/helm/run.sh
+fi
