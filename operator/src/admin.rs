@@ -20,7 +20,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    if ctx.ready.load(Ordering::Relaxed) {
+    // A standby is ready to take over and to answer reads; only a leader must have synced.
+    if !ctx.leading.load(Ordering::Relaxed) {
+        (StatusCode::OK, "standby")
+    } else if ctx.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "cache not synced")

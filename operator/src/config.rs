@@ -42,4 +42,27 @@ pub struct OperatorConfig {
     /// Log format: `text` or `json`.
     #[arg(long, env = "RISK_OPERATOR_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    #[command(flatten)]
+    pub leader: LeaderElectionConfig,
+}
+
+/// Leader election through a coordination.k8s.io Lease: with several replicas only the holder
+/// reconciles and scales, the others stand by.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeaderElectionConfig {
+    /// Take part in leader election; off only for a single replica that must act at once.
+    #[arg(long = "leader-election", env = "RISK_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "RISK_OPERATOR_LEASE_NAME", default_value = "riskplatform-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Seconds a leader's claim stays valid without renewal; a standby takes over after this.
+    #[arg(long, env = "RISK_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds before expiry at which the leader renews, which also bounds tolerated clock skew.
+    #[arg(long, env = "RISK_OPERATOR_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    pub lease_grace_seconds: u64,
 }

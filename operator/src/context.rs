@@ -21,6 +21,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Set once the RiskPlatform cache has synced; served on /readyz.
     pub ready: Arc<AtomicBool>,
+    /// Whether this replica holds the lease and runs the controller.
+    pub leading: AtomicBool,
     pub backoff: Backoff,
     /// Watch one namespace, or all when None.
     pub namespace: Option<String>,
@@ -34,6 +36,7 @@ impl Context {
             client,
             metrics,
             ready: Arc::new(AtomicBool::new(false)),
+            leading: AtomicBool::new(false),
             backoff: Backoff::default(),
             namespace,
         }

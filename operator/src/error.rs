@@ -28,6 +28,14 @@ pub enum Error {
     #[error("serialization failed: {0}")]
     Serialization(#[source] serde_json::Error),
 
+    /// Joining the leader election failed.
+    #[error("leader election failed: {0}")]
+    LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
+
+    /// Another replica took the lease while this one was leading.
+    #[error("lost leadership")]
+    LostLeadership,
+
     /// The admin HTTP server could not bind or serve.
     #[error("admin server failed: {0}")]
     Admin(#[source] std::io::Error),
@@ -50,6 +58,8 @@ impl Error {
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::MissingObjectKey(_) => "MissingMetadata",
             Self::Serialization(_) => "SerializationFailed",
+            Self::LeaderElection(_) => "LeaderElectionFailed",
+            Self::LostLeadership => "LostLeadership",
             Self::Admin(_) => "AdminServerFailed",
         }
     }

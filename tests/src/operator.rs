@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 use kube::Client;
-use riskplatform_operator::config::OperatorConfig;
+use riskplatform_operator::config::{LeaderElectionConfig, OperatorConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -22,6 +22,13 @@ impl RunningOperator {
             namespace: Some(namespace.to_owned()),
             instance: Some("test".to_owned()),
             log_format: "text".to_owned(),
+            leader: LeaderElectionConfig {
+                enabled: true,
+                lease_name: "riskplatform-operator".to_owned(),
+                lease_namespace: namespace.to_owned(),
+                lease_duration_seconds: 15,
+                lease_grace_seconds: 5,
+            },
         };
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(riskplatform_operator::run_with_client(client, config, async {

@@ -1,0 +1,47 @@
+//! Child processes of the workspace's own binaries, killed when the test drops them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use anyhow::{ensure, Context as _, Result};
+
+/// Path of a workspace binary built next to the running test (`target/<profile>/<name>`);
+/// `cargo nextest run --workspace` builds every binary before running tests.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // Test executables live in target/<profile>/deps.
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).context("target directory of the test")?;
+    let path = profile_dir.join(name);
+    ensure!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
+    Ok(path)
+}
+
+/// A running child process, SIGKILLed on drop.
+pub struct ChildProcess {
+    child: Option<Child>,
+}
+
+impl ChildProcess {
+    pub fn spawn(command: &mut Command) -> Result<Self> {
+        Ok(Self { child: Some(command.spawn().with_context(|| format!("spawning {command:?}"))?) })
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed node would.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
