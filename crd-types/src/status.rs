@@ -10,8 +10,11 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// A change is being rolled out or replicas are not ready yet.
     pub const PROGRESSING: &str = "Progressing";
-    /// The spec cannot work as written (e.g. a referenced Secret is missing) or applying failed.
+    /// The spec cannot work as written (e.g. a referenced Secret is missing), applying failed, or
+    /// another autoscaler targets a workload the operator scales.
     pub const DEGRADED: &str = "Degraded";
+    /// The autoscaler could not read some of its signals from Prometheus.
+    pub const METRICS_UNAVAILABLE: &str = "MetricsUnavailable";
 }
 
 /// What the operator last observed of a platform.
@@ -21,8 +24,11 @@ pub struct RiskPlatformStatus {
     /// The metadata.generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing and Degraded.
+    /// Ready, Progressing and Degraded (set by the reconciler) and MetricsUnavailable (set by the
+    /// autoscaler). A map keyed by type, so each writer owns only its own conditions under
+    /// server-side apply.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The API Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]

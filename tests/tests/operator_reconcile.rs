@@ -336,3 +336,34 @@ async fn deleting_the_platform_removes_what_it_made() -> Result<()> {
     assert!(secrets.get_opt("db").await?.is_some());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hpa_on_a_managed_deployment_degrades_the_platform_instead_of_a_fight() -> Result<()> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let env = setup("hpa").await?;
+    let (client, ns) = (&env.client, env.ns.as_str());
+    secret(client, ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    let api: Api<RiskPlatform> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &platform("risk", "db")?).await?;
+    eventually(WAIT, || async {
+        let (degraded, _, _) = condition_of(&api, "risk", condition::DEGRADED).await?;
+        ensure!(degraded == "False");
+        Ok(())
+    })
+    .await?;
+
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": { "name": "someone-elses" },
+        "spec": { "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "risk-api" },
+                  "minReplicas": 1, "maxReplicas": 4 }
+    }))?;
+    Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns).create(&PostParams::default(), &hpa).await?;
+    eventually(WAIT, || async {
+        let (degraded, reason, _) = condition_of(&api, "risk", condition::DEGRADED).await?;
+        ensure!(degraded == "True" && reason == "CompetingAutoscaler", "Degraded={degraded} ({reason})");
+        Ok(())
+    })
+    .await?;
+    env.operator.stop().await
+}

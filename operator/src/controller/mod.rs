@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod hpa;
 pub mod replicas;
 pub mod status;
 pub mod validate;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -39,6 +41,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=riskplatform-operator");
     let controller = Controller::new(platforms, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let hpa_store = store.clone();
     let ready = ctx.ready.clone();
     let readiness_store = store.clone();
     tokio::spawn(async move {
@@ -70,6 +73,20 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 .state()
                 .into_iter()
                 .filter(|rp| rp.namespace() == namespace && rp.spec.pgbouncer.credentials_secret_ref.name == name)
+                .map(|rp| ObjectRef::from_obj(rp.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // An HPA appearing on one of our Deployments must show up as Degraded without delay.
+        .watches(ctx.owned_api::<HorizontalPodAutoscaler>(&client), watcher::Config::default(), move |hpa| {
+            let namespace = hpa.namespace();
+            let target = hpa.spec.map(|s| s.scale_target_ref.name).unwrap_or_default();
+            hpa_store
+                .state()
+                .into_iter()
+                .filter(|rp| {
+                    let names = build::names(rp);
+                    rp.namespace() == namespace && (names.api == target || names.workers == target)
+                })
                 .map(|rp| ObjectRef::from_obj(rp.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -123,8 +140,28 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
         }
     }
 
+    // Another autoscaler on our Deployments: report it; the autoscaler leaves that component alone.
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
+    let hpa_list = hpas.list(&Default::default()).await?.items;
+    let names = build::names(&rp);
+    let competing = hpa::competing(&hpa_list, &[&names.api, &names.workers]);
+    let problem = (!competing.is_empty()).then(|| {
+        let list: Vec<String> =
+            competing.iter().map(|(h, d)| format!("HorizontalPodAutoscaler {h} targets {d}")).collect();
+        Problem {
+            reason: "CompetingAutoscaler".to_owned(),
+            message: format!(
+                "{}; the operator is the only writer of these replica counts and stops scaling them",
+                list.join(", ")
+            ),
+        }
+    });
+    if let Some(p) = &problem {
+        ctx.publish(&rp, EventType::Warning, &p.reason, "DetectAutoscaler", p.message.clone(), None).await;
+    }
+
     // status
-    write_status(&ctx, &rp, &namespace, &observed, None).await?;
+    write_status(&ctx, &rp, &namespace, &observed, problem.as_ref()).await?;
     ctx.backoff.reset(&ObjectRef::from_obj(rp.as_ref()));
     Ok(Action::requeue(RESYNC))
 }
