@@ -30,7 +30,7 @@ pub enum Command {
 /// service account, as kube's `Client::try_default` finds it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorConfig {
-    /// Address of /healthz, /readyz and /metrics.
+    /// Address of /healthz, /readyz, /metrics and the REST API under /api/v1.
     #[arg(long, env = "RISK_OPERATOR_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
     /// Watch only this namespace; all namespaces when unset.
@@ -42,6 +42,10 @@ pub struct OperatorConfig {
     /// Log format: `text` or `json`.
     #[arg(long, env = "RISK_OPERATOR_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// File holding the REST API's bearer token (a mounted Secret key), read once at start; without
+    /// it every /api request is refused with 401.
+    #[arg(long, env = "RISK_OPERATOR_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub leader: LeaderElectionConfig,
 }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod rest;
 pub mod telemetry;
 
 use std::future::{Future, IntoFuture};
@@ -36,7 +37,8 @@ pub async fn run_with_client(
     config: OperatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let OperatorConfig { listen_addr, namespace, instance, leader, .. } = config;
+    let OperatorConfig { listen_addr, namespace, instance, leader, api_token_file, .. } = config;
+    let auth = rest::RestAuth::from_file(api_token_file.as_deref()).map_err(Error::Admin)?;
     let identity = instance.clone().unwrap_or_else(default_identity);
     let metrics = Arc::new(metrics::Metrics::default());
     let ctx = Arc::new(Context::new(client.clone(), metrics, namespace, instance));
@@ -51,7 +53,7 @@ pub async fn run_with_client(
     let listener = tokio::net::TcpListener::bind(listen_addr).await.map_err(Error::Admin)?;
     tracing::info!(addr = %listener.local_addr().map_err(Error::Admin)?, "admin server listening");
     let server = tokio::spawn(
-        axum::serve(listener, admin::router(ctx.clone()))
+        axum::serve(listener, admin::router(ctx.clone()).merge(rest::router(client.clone(), auth)))
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );

@@ -22,6 +22,7 @@ impl RunningOperator {
             namespace: Some(namespace.to_owned()),
             instance: Some("test".to_owned()),
             log_format: "text".to_owned(),
+            api_token_file: None,
             leader: LeaderElectionConfig {
                 enabled: true,
                 lease_name: "riskplatform-operator".to_owned(),
