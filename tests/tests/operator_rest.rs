@@ -1,6 +1,7 @@
 //! The operator's REST API (the real router) over HTTP against a real Kubernetes API server:
 //! authentication, reads, actions written to the RiskPlatform, clear 4xx errors, the OpenAPI document.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
@@ -9,6 +10,9 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use reqwest::{Method, RequestBuilder};
 use riskplatform_crd::{BreakerMode, RiskPlatform};
+use riskplatform_operator::admin;
+use riskplatform_operator::context::Context;
+use riskplatform_operator::metrics::Metrics;
 use riskplatform_operator::rest::{self, RestAuth};
 use riskplatform_tests::cluster::{eventually, install_crd, namespace, TestCluster};
 use serde_json::{json, Value};
@@ -75,12 +79,16 @@ impl Env {
     }
 }
 
-/// Serves the real router on a free loopback port, as the operator serves it on its admin port.
+/// Serves the real REST router on a free loopback port.
 async fn serve(client: Client, auth: RestAuth) -> Result<(String, JoinHandle<()>)> {
+    serve_router(rest::router(client, auth)).await
+}
+
+async fn serve_router(router: axum::Router) -> Result<(String, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, rest::router(client, auth)).await;
+        let _ = axum::serve(listener, router).await;
     });
     Ok((base, server))
 }
@@ -154,6 +162,18 @@ async fn requests_without_the_right_token_are_refused_and_the_document_is_public
 
     let (status, body) = send(env.request(Method::GET, list)).await?;
     ensure!(status == 200 && body.is_array(), "{status}: {body}");
+
+    // Merged into the admin router as the operator serves it: health and metrics stay open.
+    let ctx = Arc::new(Context::new(env.client.clone(), Arc::new(Metrics::default()), None, None));
+    let admin = admin::router(ctx).merge(rest::router(env.client.clone(), RestAuth::token(TOKEN)));
+    let (base, server) = serve_router(admin).await?;
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        let status = env.http.get(format!("{base}{open}")).send().await?.status();
+        ensure!(status != 401, "{open} asked for a token");
+    }
+    let (code, _) = expect_error(env.http.get(format!("{base}{list}")), 401).await?;
+    assert_eq!(code, "unauthorized");
+    server.abort();
 
     // Without a configured token nothing under /api is served, whatever the request sends.
     let (base, server) = serve(env.client.clone(), RestAuth::unconfigured()).await?;

@@ -74,8 +74,10 @@ async fn set_paused(
     Ok(Json(platform.pause_state(component)))
 }
 
-/// Sets the override of one dependency's circuit breaker:
-/// spec.circuitBreaker.overrides.{dependency}. `Auto` hands the breaker back to the failure counters.
+/// Forces a dependency's circuit breaker, or hands it back to the failure counters.
+///
+/// Sets spec.circuitBreaker.overrides.{dependency} to the mode; `Auto` returns the breaker to the
+/// failure counters.
 #[utoipa::path(
     put,
     path = "/api/v1/namespaces/{namespace}/platforms/{name}/breakers/{dependency}",
