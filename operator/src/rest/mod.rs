@@ -23,9 +23,9 @@ use serde_json::{json, Value};
 use utoipa::IntoParams;
 
 pub use auth::RestAuth;
-pub use error::ApiError;
 pub use openapi::ApiDoc;
 
+use error::ApiError;
 use model::{check_object_name, Component, Dependency, Platform};
 
 /// Field manager of every write, so managedFields show which changes came through this API.
@@ -105,7 +105,7 @@ impl RestState {
 /// The platform a request is about, checked before it becomes part of a Kubernetes API path.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
-pub struct PlatformRef {
+pub(crate) struct PlatformRef {
     /// Namespace of the RiskPlatform.
     pub namespace: String,
     /// Name of the RiskPlatform.
