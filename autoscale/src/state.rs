@@ -1,0 +1,84 @@
+//! What the policy remembers between evaluations and what it decided. Stored in the
+//! RiskPlatform status, so cooldowns and history survive an operator restart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::signal::{Signal, SignalState};
+
+/// Decisions kept in the bounded history.
+pub const HISTORY_LEN: usize = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    ScaleUp,
+    ScaleDown,
+    Hold,
+}
+
+/// One signal as the policy saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalInput {
+    pub signal: Signal,
+    /// Newest value in the window, when usable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    pub scale_up_above: f64,
+    pub scale_down_below: f64,
+    pub window_seconds: i64,
+    pub state: SignalState,
+    /// Why the signal is unavailable, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One evaluation: inputs, the verdict and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// Unix seconds.
+    pub at: i64,
+    pub action: Action,
+    pub current_replicas: i32,
+    pub ready_replicas: i32,
+    pub desired_replicas: i32,
+    /// For people, e.g. "held: scale-down cooldown, 412 s left".
+    pub reason: String,
+    pub inputs: Vec<SignalInput>,
+}
+
+/// Memory of one component's autoscaler.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentState {
+    /// Unix seconds of the last scale-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_up: Option<i64>,
+    /// Unix seconds of the last scale-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_down: Option<i64>,
+    /// Evaluations in a row in which no signal was usable.
+    #[serde(default)]
+    pub consecutive_metric_failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<Decision>,
+    /// The latest decisions that changed something or said something new, newest last.
+    #[serde(default)]
+    pub history: Vec<Decision>,
+}
+
+impl ComponentState {
+    /// Records `d`, keeping the history bounded and free of repeated identical holds.
+    pub fn record(&mut self, d: Decision) {
+        let repeats = self.history.last().is_some_and(|last| {
+            last.action == d.action && last.reason == d.reason && last.desired_replicas == d.desired_replicas
+        });
+        if !repeats || d.action != Action::Hold {
+            self.history.push(d.clone());
+            let excess = self.history.len().saturating_sub(HISTORY_LEN);
+            self.history.drain(..excess);
+        }
+        self.last_decision = Some(d);
+    }
+}
