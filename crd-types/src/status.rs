@@ -42,9 +42,23 @@ pub struct RiskPlatformStatus {
     /// The PgBouncer Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pgbouncer: Option<ComponentStatus>,
+    /// The autoscaler's memory and decisions per component (written by the autoscaler's field
+    /// manager; everything needed to honour cooldowns after an operator restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
     /// One line per dependency for `kubectl get`, e.g. `database=Auto redis=Auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker_summary: Option<String>,
+}
+
+/// Autoscaler state of both components.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    #[serde(default)]
+    pub api: riskplatform_autoscale::ComponentState,
+    #[serde(default)]
+    pub workers: riskplatform_autoscale::ComponentState,
 }
 
 /// Replicas of one workload as its controller reports them.

@@ -46,6 +46,9 @@ pub struct OperatorConfig {
     /// it every /api request is refused with 401.
     #[arg(long, env = "RISK_OPERATOR_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// Seconds between two evaluations of the autoscaler (the HPA's sync period by default).
+    #[arg(long, env = "RISK_OPERATOR_AUTOSCALE_INTERVAL_SECONDS", default_value_t = 15)]
+    pub autoscale_interval_seconds: u64,
     #[command(flatten)]
     pub leader: LeaderElectionConfig,
 }

@@ -26,6 +26,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Watch one namespace, or all when None.
     pub namespace: Option<String>,
+    /// Time between two autoscaler evaluations.
+    pub autoscale_interval: Duration,
 }
 
 impl Context {
@@ -39,6 +41,7 @@ impl Context {
             leading: AtomicBool::new(false),
             backoff: Backoff::default(),
             namespace,
+            autoscale_interval: Duration::from_secs(15),
         }
     }
 

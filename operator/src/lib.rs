@@ -2,6 +2,7 @@
 //! platform and serves health and metrics. `main.rs` only parses the configuration and calls `run`.
 
 pub mod admin;
+pub mod autoscale;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -37,11 +38,14 @@ pub async fn run_with_client(
     config: OperatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let OperatorConfig { listen_addr, namespace, instance, leader, api_token_file, .. } = config;
+    let OperatorConfig { listen_addr, namespace, instance, leader, api_token_file, autoscale_interval_seconds, .. } =
+        config;
     let auth = rest::RestAuth::from_file(api_token_file.as_deref()).map_err(Error::Admin)?;
     let identity = instance.clone().unwrap_or_else(default_identity);
     let metrics = Arc::new(metrics::Metrics::default());
-    let ctx = Arc::new(Context::new(client.clone(), metrics, namespace, instance));
+    let mut context = Context::new(client.clone(), metrics, namespace, instance);
+    context.autoscale_interval = std::time::Duration::from_secs(autoscale_interval_seconds.max(1));
+    let ctx = Arc::new(context);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_on_signal = stop_tx.clone();

@@ -15,13 +15,15 @@ use crate::error::Error;
 pub struct Metrics {
     pub registry: Arc<Registry>,
     pub reconcile: ReconcileMetrics,
+    pub scaling: ScalingMetrics,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("riskplatform_operator");
         let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("reconcile"));
-        Self { registry: Arc::new(registry), reconcile }
+        let scaling = ScalingMetrics::register(registry.sub_registry_with_prefix("autoscaler"));
+        Self { registry: Arc::new(registry), reconcile, scaling }
     }
 }
 
@@ -79,5 +81,48 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    pub component: String,
+    pub direction: String,
+    pub reason: String,
+}
+
+/// Scaling actions by component, direction and a bounded reason class.
+#[derive(Clone)]
+pub struct ScalingMetrics {
+    pub decisions: Family<ScalingLabels, Counter>,
+}
+
+impl ScalingMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let decisions = Family::<ScalingLabels, Counter>::default();
+        r.register("scaling_actions", "replica changes by component, direction and reason class", decisions.clone());
+        Self { decisions }
+    }
+
+    /// Counts one action; the free-text reason is reduced to a class so label values stay few.
+    pub fn record(&self, component: riskplatform_autoscale::Component, direction: &str, reason: &str) {
+        let class = if reason.starts_with("fallback") {
+            "fallback"
+        } else if reason.starts_with("below minReplicas") || reason.starts_with("above maxReplicas") {
+            "bounds"
+        } else {
+            "signals"
+        };
+        let component = match component {
+            riskplatform_autoscale::Component::Api => "api",
+            riskplatform_autoscale::Component::Workers => "workers",
+        };
+        self.decisions
+            .get_or_create(&ScalingLabels {
+                component: component.to_owned(),
+                direction: direction.to_owned(),
+                reason: class.to_owned(),
+            })
+            .inc();
     }
 }

@@ -22,6 +22,7 @@ impl RunningOperator {
             namespace: Some(namespace.to_owned()),
             instance: Some("test".to_owned()),
             log_format: "text".to_owned(),
+            autoscale_interval_seconds: 2,
             api_token_file: None,
             leader: LeaderElectionConfig {
                 enabled: true,

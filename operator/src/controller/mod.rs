@@ -10,7 +10,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
@@ -34,13 +34,16 @@ use status::{Observed, Problem};
 /// How often a converged platform is checked again even without a watch event.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller and the autoscaler until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let shutdown = shutdown.shared();
     let client = ctx.client.clone();
     let platforms: Api<RiskPlatform> = ctx.api_all();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=riskplatform-operator");
     let controller = Controller::new(platforms, watcher::Config::default().any_semantic());
     let store = controller.store();
+    let autoscaler =
+        tokio::spawn(crate::autoscale::run(ctx.clone(), store.clone(), ctx.autoscale_interval, shutdown.clone()));
     let hpa_store = store.clone();
     let ready = ctx.ready.clone();
     let readiness_store = store.clone();
@@ -94,6 +97,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    if let Err(e) = autoscaler.await {
+        warn!(error = %e, "autoscaler task failed");
+    }
 }
 
 /// One reconcile of one platform.

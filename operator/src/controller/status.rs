@@ -123,6 +123,8 @@ pub fn compute(rp: &RiskPlatform, observed: &Observed, problem: Option<&Problem>
         workers,
         pgbouncer,
         redis,
+        // Owned by the autoscaler's field manager; the reconciler never sends it.
+        autoscaling: None,
         breaker_summary: Some(breaker_summary(rp)),
     }
 }

@@ -1,0 +1,224 @@
+//! The autoscaling loop: on every tick, for each platform the leader manages, read the signals
+//! from Prometheus, let the pure policy decide, write replicas under the autoscaler's field
+//! manager, and record the decision in the status with an Event per scaling action.
+
+pub mod prometheus;
+pub mod queries;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource, ResourceExt};
+use riskplatform_autoscale::policy::signals_of;
+use riskplatform_autoscale::{
+    decide, Action, Bounds, Component, ComponentState, Inputs, PolicyConfig, Signal, Thresholds,
+};
+use riskplatform_crd::{condition, AutoscalingStatus, RiskPlatform, RiskPlatformSpec, SignalSettings};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::context::Context;
+use crate::controller::build::names;
+use crate::controller::replicas::{set_replicas, AUTOSCALER_MANAGER};
+use crate::controller::{hpa, status::deployment_status};
+use crate::error::Result;
+
+/// The policy configuration a platform's spec asks for.
+pub fn policy_config(spec: &RiskPlatformSpec) -> PolicyConfig {
+    let a = &spec.autoscaling;
+    let band = |s: SignalSettings| Thresholds {
+        scale_up_above: s.scale_up_above,
+        scale_down_below: s.scale_down_below,
+        evaluation_period_seconds: s.evaluation_period_seconds,
+    };
+    let bounds = |c: riskplatform_crd::ComponentSettings| Bounds {
+        min_replicas: c.min_replicas,
+        max_replicas: c.max_replicas,
+        scale_up_cooldown_seconds: c.scale_up_cooldown_seconds,
+        scale_down_cooldown_seconds: c.scale_down_cooldown_seconds,
+        paused: c.paused,
+        fallback_replicas: c.fallback_replicas,
+    };
+    PolicyConfig {
+        cpu: band(a.cpu.settings()),
+        memory: band(a.memory.settings()),
+        request_rate: band(a.request_rate.settings()),
+        queue_length: band(a.queue_length.settings()),
+        api: bounds(a.api.settings()),
+        workers: bounds(a.workers.settings()),
+        fallback_after_failures: u32::try_from(a.fallback_after_failures).unwrap_or(1),
+        ..PolicyConfig::seed_defaults()
+    }
+}
+
+/// The query of a signal: the spec's override or the default.
+fn query_template(spec: &RiskPlatformSpec, signal: Signal) -> String {
+    let a = &spec.autoscaling;
+    let (custom, default) = match signal {
+        Signal::Cpu => (a.cpu.query.clone(), queries::CPU),
+        Signal::Memory => (a.memory.query.clone(), queries::MEMORY),
+        Signal::RequestRate => (a.request_rate.query.clone(), queries::REQUEST_RATE),
+        Signal::QueueLength => (a.queue_length.query.clone(), queries::QUEUE_LENGTH),
+    };
+    custom.unwrap_or_else(|| default.to_owned())
+}
+
+/// Runs the loop every `interval` until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    store: Store<RiskPlatform>,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticker.tick() => {}
+        }
+        for rp in store.state() {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            if let Err(e) = scale_platform(&ctx, &rp, now).await {
+                warn!(name = %rp.name_any(), error = %e, "autoscaling failed; holding");
+                ctx.metrics.reconcile.set_failure(&e);
+            }
+        }
+    }
+}
+
+/// One evaluation of both components of one platform.
+#[instrument(skip_all, fields(name = %rp.name_any(), namespace = rp.namespace().unwrap_or_default()))]
+pub async fn scale_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Result<()> {
+    let Some(namespace) = rp.namespace() else { return Ok(()) };
+    let names = names(rp);
+    let config = policy_config(&rp.spec);
+    let previous = rp.status.as_ref().and_then(|s| s.autoscaling.clone()).unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
+    let competing = hpa::competing(&hpas.list(&Default::default()).await?.items, &[&names.api, &names.workers]);
+    let prometheus = prometheus_http_query::Client::try_from(rp.spec.prometheus.url.as_str()).ok();
+
+    let mut next = previous.clone();
+    let mut unavailable = Vec::new();
+    for (component, deployment_name) in [(Component::Api, &names.api), (Component::Workers, &names.workers)] {
+        if competing.iter().any(|(_, d)| d == deployment_name) {
+            continue;
+        }
+        let Some(deployment) = deployments.get_opt(deployment_name).await? else { continue };
+        let observed = deployment_status(&deployment);
+        let mut inputs = Inputs {
+            current_replicas: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready_replicas: observed.ready_replicas,
+            ..Default::default()
+        };
+        let target =
+            queries::QueryTarget { namespace: &namespace, platform: &names.platform, deployment: deployment_name };
+        for &signal in signals_of(component) {
+            let period = match signal {
+                Signal::Cpu => config.cpu.evaluation_period_seconds,
+                Signal::Memory => config.memory.evaluation_period_seconds,
+                Signal::RequestRate => config.request_rate.evaluation_period_seconds,
+                Signal::QueueLength => config.queue_length.evaluation_period_seconds,
+            };
+            // CPU and request rate also feed the API's 30-minute trend.
+            let window = match signal {
+                Signal::Cpu | Signal::RequestRate => period.max(config.trend_window_seconds),
+                _ => period,
+            };
+            let reading = match &prometheus {
+                Some(client) => {
+                    prometheus::range(client, &queries::render(&query_template(&rp.spec, signal), &target), now, window)
+                        .await
+                }
+                None => riskplatform_autoscale::Reading::Unavailable(format!(
+                    "bad prometheus.url {:?}",
+                    rp.spec.prometheus.url
+                )),
+            };
+            inputs.readings.insert(signal, reading);
+        }
+        let state: &ComponentState = match component {
+            Component::Api => &previous.api,
+            Component::Workers => &previous.workers,
+        };
+        let (decision, updated) = decide(&config, component, &inputs, state, now);
+        for i in decision.inputs.iter().filter(|i| i.note.is_some()) {
+            unavailable.push(format!("{component:?} {:?}: {}", i.signal, i.note.clone().unwrap_or_default()));
+        }
+        if decision.action != Action::Hold && decision.desired_replicas != inputs.current_replicas {
+            info!(deployment = %deployment_name, from = inputs.current_replicas, to = decision.desired_replicas, reason = %decision.reason, "scaling");
+            set_replicas(&ctx.client, &namespace, deployment_name, decision.desired_replicas).await?;
+            let (reason, direction) = match decision.action {
+                Action::ScaleUp => ("ScaledUp", "up"),
+                _ => ("ScaledDown", "down"),
+            };
+            ctx.metrics.scaling.record(component, direction, &decision.reason);
+            publish(ctx, rp, EventType::Normal, reason, format!("{deployment_name}: {}", decision.reason)).await;
+        }
+        match component {
+            Component::Api => next.api = updated,
+            Component::Workers => next.workers = updated,
+        }
+    }
+    write_status(ctx, rp, &namespace, &next, &unavailable).await
+}
+
+async fn publish(ctx: &Context, rp: &RiskPlatform, type_: EventType, reason: &str, note: String) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Scale".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    rp: &RiskPlatform,
+    namespace: &str,
+    next: &AutoscalingStatus,
+    unavailable: &[String],
+) -> Result<()> {
+    let previous = rp.status.as_ref().and_then(|s| s.condition(condition::METRICS_UNAVAILABLE).cloned());
+    let status = if unavailable.is_empty() { "False" } else { "True" };
+    let (reason, message) = if unavailable.is_empty() {
+        ("MetricsAvailable", "every signal was read".to_owned())
+    } else {
+        ("QueryFailed", unavailable.join("; "))
+    };
+    let transition = match &previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(k8s_openapi::jiff::Timestamp::now()),
+    };
+    if status == "True" && previous.as_ref().is_none_or(|p| p.status != "True") {
+        publish(ctx, rp, EventType::Warning, "MetricsUnavailable", message.clone()).await;
+    }
+    let condition = Condition {
+        type_: condition::METRICS_UNAVAILABLE.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: rp.metadata.generation,
+        last_transition_time: transition,
+    };
+    let body = json!({
+        "apiVersion": RiskPlatform::api_version(&()),
+        "kind": RiskPlatform::kind(&()),
+        "status": { "autoscaling": next, "conditions": [condition] },
+    });
+    let api: Api<RiskPlatform> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch_status(&rp.name_any(), &PatchParams::apply(AUTOSCALER_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
