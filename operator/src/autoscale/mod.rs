@@ -161,7 +161,15 @@ pub async fn scale_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Resul
                 _ => ("ScaledDown", "down"),
             };
             ctx.metrics.scaling.record(component, direction, &decision.reason);
-            publish(ctx, rp, EventType::Normal, reason, format!("{deployment_name}: {}", decision.reason)).await;
+            publish(
+                ctx,
+                rp,
+                EventType::Normal,
+                reason,
+                format!("{deployment_name}: {}", decision.reason),
+                Some(deployment_name),
+            )
+            .await;
         }
         match component {
             Component::Api => next.api = updated,
@@ -171,13 +179,29 @@ pub async fn scale_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Resul
     write_status(ctx, rp, &namespace, &next, &unavailable).await
 }
 
-async fn publish(ctx: &Context, rp: &RiskPlatform, type_: EventType, reason: &str, note: String) {
+/// Publishes an Event on the platform; `deployment` as the related object keeps the recorder from
+/// folding the two components' actions into one series.
+async fn publish(
+    ctx: &Context,
+    rp: &RiskPlatform,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    deployment: Option<&str>,
+) {
+    let secondary = deployment.map(|name| k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("apps/v1".to_owned()),
+        kind: Some("Deployment".to_owned()),
+        name: Some(name.to_owned()),
+        namespace: rp.namespace(),
+        ..Default::default()
+    });
     let event = kube::runtime::events::Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
         action: "Scale".to_owned(),
-        secondary: None,
+        secondary,
     };
     if let Err(e) = ctx.recorder.publish(&event, &rp.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
@@ -203,7 +227,7 @@ async fn write_status(
         _ => Time(k8s_openapi::jiff::Timestamp::now()),
     };
     if status == "True" && previous.as_ref().is_none_or(|p| p.status != "True") {
-        publish(ctx, rp, EventType::Warning, "MetricsUnavailable", message.clone()).await;
+        publish(ctx, rp, EventType::Warning, "MetricsUnavailable", message.clone(), None).await;
     }
     let condition = Condition {
         type_: condition::METRICS_UNAVAILABLE.to_owned(),
