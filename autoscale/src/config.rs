@@ -85,6 +85,21 @@ impl PolicyConfig {
         }
     }
 
+    /// The project's preset, tuned with the replay simulator (see docs/autoscaling.md): shorter
+    /// evaluation periods and cooldowns react to ramps within a minute or two, a lower request-rate
+    /// bar lets "busy and CPU high" count as two signals, and a memory scale-down bar that the
+    /// memory model reaches at moderate CPU lets idle capacity go.
+    pub fn riskplatform() -> Self {
+        let seed = Self::seed_defaults();
+        Self {
+            cpu: Thresholds { scale_up_above: 60.0, scale_down_below: 30.0, evaluation_period_seconds: 60 },
+            memory: Thresholds { scale_up_above: 80.0, scale_down_below: 45.0, evaluation_period_seconds: 120 },
+            request_rate: Thresholds { scale_up_above: 300.0, scale_down_below: 100.0, evaluation_period_seconds: 60 },
+            api: Bounds { scale_up_cooldown_seconds: 60, scale_down_cooldown_seconds: 600, ..seed.api },
+            ..seed
+        }
+    }
+
     pub fn bounds(&self, component: Component) -> &Bounds {
         match component {
             Component::Api => &self.api,

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod policy;
 pub mod signal;
+pub mod sim;
 pub mod state;
 
 pub use config::{Bounds, Component, PolicyConfig, Thresholds};

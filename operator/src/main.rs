@@ -11,6 +11,9 @@ async fn main() -> anyhow::Result<()> {
             riskplatform_operator::telemetry::init(&cli.operator.log_format);
             riskplatform_operator::run(cli.operator, riskplatform_operator::shutdown_signal()).await?;
         }
+        Command::Simulate(args) => {
+            riskplatform_autoscale::sim::run_simulate(&args, &mut std::io::stdout().lock())?;
+        }
         Command::Crdgen { out_dir } => {
             let path = out_dir.join(riskplatform_crd::CRD_FILE_NAME);
             std::fs::write(&path, riskplatform_crd::crd_yaml())?;
