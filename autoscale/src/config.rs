@@ -45,6 +45,9 @@ pub struct PolicyConfig {
     /// Newest sample older than this makes a signal unavailable (stale): two scrapes of 15 s
     /// plus a rule-evaluation delay.
     pub staleness_seconds: i64,
+    /// No scale event in the opposite direction of the previous one within this many seconds
+    /// (0: only the per-direction cooldowns apply, as documented in the seed).
+    pub direction_change_hold_seconds: i64,
 }
 
 impl PolicyConfig {
@@ -82,20 +85,24 @@ impl PolicyConfig {
             fallback_after_failures: 5,
             trend_window_seconds: 1800,
             staleness_seconds: 60,
+            direction_change_hold_seconds: 0,
         }
     }
 
-    /// The project's preset, tuned with the replay simulator (see docs/autoscaling.md): shorter
-    /// evaluation periods and cooldowns react to ramps within a minute or two, a lower request-rate
-    /// bar lets "busy and CPU high" count as two signals, and a memory scale-down bar that the
-    /// memory model reaches at moderate CPU lets idle capacity go.
+    /// The project's preset, chosen with the replay simulator (docs/autoscaling.md): 30 s
+    /// evaluation periods and a 60 s scale-up cooldown react within a minute to ramps; a low
+    /// request-rate bar lets "busy and CPU high" count as the two signals the rule needs; a CPU
+    /// band of 65/40 and a memory scale-down bar of 60 % (which the memory model passes at
+    /// moderate CPU) let idle capacity go after 600 s; and a 300 s hold after a scale-down keeps
+    /// a scale-up from following it, which removes flaps.
     pub fn riskplatform() -> Self {
         let seed = Self::seed_defaults();
         Self {
-            cpu: Thresholds { scale_up_above: 60.0, scale_down_below: 30.0, evaluation_period_seconds: 60 },
-            memory: Thresholds { scale_up_above: 80.0, scale_down_below: 45.0, evaluation_period_seconds: 120 },
-            request_rate: Thresholds { scale_up_above: 300.0, scale_down_below: 100.0, evaluation_period_seconds: 60 },
+            cpu: Thresholds { scale_up_above: 65.0, scale_down_below: 40.0, evaluation_period_seconds: 30 },
+            memory: Thresholds { scale_up_above: 80.0, scale_down_below: 60.0, evaluation_period_seconds: 30 },
+            request_rate: Thresholds { scale_up_above: 300.0, scale_down_below: 100.0, evaluation_period_seconds: 30 },
             api: Bounds { scale_up_cooldown_seconds: 60, scale_down_cooldown_seconds: 600, ..seed.api },
+            direction_change_hold_seconds: 300,
             ..seed
         }
     }

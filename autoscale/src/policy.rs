@@ -197,6 +197,14 @@ fn apply_want(
             if let Some(left) = left(previous.last_scale_up, bounds.scale_up_cooldown_seconds, now) {
                 return (current, Action::Hold, format!("held: scale-up cooldown, {left} s left ({why})"));
             }
+            let after_down = previous.last_scale_down.filter(|d| previous.last_scale_up.is_none_or(|u| *d > u));
+            if let Some(left) = left(after_down, config.direction_change_hold_seconds, now) {
+                return (
+                    current,
+                    Action::Hold,
+                    format!("held: direction change, {left} s left after a scale-down ({why})"),
+                );
+            }
             let desired = size_up(current, ready, judged).clamp(bounds.min_replicas, bounds.max_replicas);
             (desired, Action::ScaleUp, format!("scale up {current} -> {desired}: {why}"))
         }
@@ -238,11 +246,13 @@ fn size_up(current: i32, ready: i32, judged: &[SignalInput]) -> i32 {
     desired.clamp(current.saturating_add(1), current.saturating_add(step_cap))
 }
 
-/// Proportional step down from the busiest of the low signals, removing at most half.
+/// Proportional step down sized by CPU (or the queue, for workers): memory gates a scale-down
+/// but holds caches and does not shrink with load, so it would keep idle pods. At most half goes
+/// in one step.
 fn size_down(current: i32, judged: &[SignalInput]) -> i32 {
     let needed = judged
         .iter()
-        .filter(|i| i.signal != Signal::RequestRate)
+        .filter(|i| matches!(i.signal, Signal::Cpu | Signal::QueueLength))
         .filter_map(|i| i.value.map(|v| (f64::from(current) * v / target(i).max(f64::EPSILON)).ceil()))
         .fold(0.0_f64, f64::max);
     let floor = (current + 1) / 2;
