@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (integration tests run the workspace's binaries as processes)"
+cargo build --workspace --bins --locked
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast
 if [ -x tests/helm/run.sh ]; then
