@@ -46,7 +46,11 @@ pub struct RiskPlatformStatus {
     /// manager; everything needed to honour cooldowns after an operator restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingStatus>,
-    /// One line per dependency for `kubectl get`, e.g. `database=Auto redis=Auto`.
+    /// Platform-wide circuit-breaker state per dependency (written by the operator's breaker
+    /// evaluation; it survives an operator restart here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<CircuitBreakersStatus>,
+    /// One line per dependency for `kubectl get`, e.g. `database=Closed redis=Open`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker_summary: Option<String>,
 }
@@ -59,6 +63,14 @@ pub struct AutoscalingStatus {
     pub api: riskplatform_autoscale::ComponentState,
     #[serde(default)]
     pub workers: riskplatform_autoscale::ComponentState,
+}
+
+/// Breaker state of each dependency.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakersStatus {
+    pub database: riskplatform_breaker::BreakerState,
+    pub redis: riskplatform_breaker::BreakerState,
 }
 
 /// Replicas of one workload as its controller reports them.

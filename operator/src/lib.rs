@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod autoscale;
+pub mod circuit;
 pub mod config;
 pub mod context;
 pub mod controller;

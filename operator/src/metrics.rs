@@ -16,6 +16,7 @@ pub struct Metrics {
     pub registry: Arc<Registry>,
     pub reconcile: ReconcileMetrics,
     pub scaling: ScalingMetrics,
+    pub breakers: BreakerMetrics,
 }
 
 impl Default for Metrics {
@@ -23,7 +24,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("riskplatform_operator");
         let reconcile = ReconcileMetrics::register(registry.sub_registry_with_prefix("reconcile"));
         let scaling = ScalingMetrics::register(registry.sub_registry_with_prefix("autoscaler"));
-        Self { registry: Arc::new(registry), reconcile, scaling }
+        let breakers = BreakerMetrics::register(registry.sub_registry_with_prefix("breaker"));
+        Self { registry: Arc::new(registry), reconcile, scaling, breakers }
     }
 }
 
@@ -124,5 +126,29 @@ impl ScalingMetrics {
                 reason: class.to_owned(),
             })
             .inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub dependency: String,
+    pub to: String,
+}
+
+/// Breaker transitions by dependency and new state.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    pub transitions: Family<BreakerLabels, Counter>,
+}
+
+impl BreakerMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let transitions = Family::<BreakerLabels, Counter>::default();
+        r.register("transitions", "circuit-breaker transitions by dependency and new state", transitions.clone());
+        Self { transitions }
+    }
+
+    pub fn transition(&self, dependency: &str, to: &str) {
+        self.transitions.get_or_create(&BreakerLabels { dependency: dependency.to_owned(), to: to.to_owned() }).inc();
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use reqwest::{Method, RequestBuilder};
@@ -117,31 +116,6 @@ async fn expect_error(request: RequestBuilder, status: u16) -> Result<(String, S
     error_of(&body)
 }
 
-/// Status fields written by other components that the CRD does not describe yet (circuitBreakers)
-/// would be pruned; this test CRD keeps any status field, so the test shows the REST API passes
-/// them through whatever their shape.
-async fn keep_unknown_status_fields(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "riskplatforms.riskplatform.io";
-    let mut crd = crds.get(name).await?;
-    for version in &mut crd.spec.versions {
-        let status = version
-            .schema
-            .as_mut()
-            .and_then(|s| s.open_api_v3_schema.as_mut())
-            .and_then(|s| s.properties.as_mut())
-            .and_then(|p| p.get_mut("status"))
-            .context("CRD without a status schema")?;
-        status.x_kubernetes_preserve_unknown_fields = Some(true);
-        if let Some(properties) = status.properties.as_mut() {
-            properties.remove("circuitBreakers");
-        }
-    }
-    crd.metadata.managed_fields = None;
-    crds.replace(name, &PostParams::default(), &crd).await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_right_token_are_refused_and_the_document_is_public() -> Result<()> {
     let env = Env::start("rest-auth", RestAuth::token(TOKEN)).await?;
@@ -209,7 +183,6 @@ async fn requests_without_the_right_token_are_refused_and_the_document_is_public
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_show_a_platform_its_status_and_what_others_recorded() -> Result<()> {
     let env = Env::start("rest-read", RestAuth::token(TOKEN)).await?;
-    keep_unknown_status_fields(&env.client).await?;
     env.create_platform("risk").await?;
     env.create_platform("quiet").await?;
 
@@ -224,19 +197,21 @@ async fn reads_show_a_platform_its_status_and_what_others_recorded() -> Result<(
                  "history": [decision] },
         "workers": { "consecutiveMetricFailures": 0, "history": [] }
     });
-    let circuit_breakers =
-        json!({ "database": { "state": "Open", "since": "2026-01-01T00:00:00Z", "reason": "5 failures" } });
+    let circuit_breakers = json!({
+        "database": { "state": "Open", "since": 1767225600, "reason": "5 consecutive failures" },
+        "redis": { "state": "Closed", "since": 1767225600, "reason": "no failures observed" }
+    });
     let status = json!({ "status": {
         "observedGeneration": 1,
         "conditions": [{ "type": "Ready", "status": "True", "reason": "AllComponentsReady", "message": "",
                          "lastTransitionTime": "2026-01-01T00:00:00Z" }],
         "api": { "desiredReplicas": 2, "readyReplicas": 2, "ready": "2/2" },
         "workers": { "desiredReplicas": 3, "readyReplicas": 1, "ready": "1/3" },
-        "breakerSummary": "database=Open redis=Auto",
+        "breakerSummary": "database=Open redis=Closed",
         "autoscaling": autoscaling,
         "circuitBreakers": circuit_breakers,
     }});
-    // The CRD change takes effect shortly after the write; until then the extra fields are pruned.
+    // The status the operator's reconciler, autoscaler and breaker evaluation would write.
     let decisions_path = format!("{}/decisions", env.platform_path("risk"));
     eventually(WAIT, || async {
         env.platforms().patch_status("risk", &PatchParams::default(), &Patch::Merge(&status)).await?;
@@ -255,7 +230,7 @@ async fn reads_show_a_platform_its_status_and_what_others_recorded() -> Result<(
     assert_eq!(risk["ready"], "True");
     assert_eq!(risk["api"], "2/2");
     assert_eq!(risk["workers"], "1/3");
-    assert_eq!(risk["breakers"], "database=Open redis=Auto");
+    assert_eq!(risk["breakers"], "database=Open redis=Closed");
     assert_eq!(risk["paused"], json!({ "api": false, "workers": false }));
     assert_eq!((&risk["generation"], &risk["observedGeneration"]), (&json!(1), &json!(1)));
     assert_eq!(mine[0]["ready"], "Unknown", "a platform without status is not ready yet");
@@ -274,7 +249,7 @@ async fn reads_show_a_platform_its_status_and_what_others_recorded() -> Result<(
     ensure!(code == 200, "{code}: {breakers}");
     assert_eq!(breakers["circuitBreakers"], circuit_breakers);
     assert_eq!(breakers["overrides"], json!({ "database": "Auto", "redis": "Auto" }));
-    assert_eq!(breakers["summary"], "database=Open redis=Auto");
+    assert_eq!(breakers["summary"], "database=Open redis=Closed");
 
     // Nothing recorded yet is an empty answer, not an error.
     let (code, quiet) = send(env.request(Method::GET, &format!("{}/decisions", env.platform_path("quiet")))).await?;

@@ -1,4 +1,5 @@
-//! The autoscaling loop: on every tick, for each platform the leader manages, read the signals
+//! The periodic loop: on every tick, for each platform the leader manages, evaluate the circuit
+//! breakers, then read the signals
 //! from Prometheus, let the pure policy decide, write replicas under the autoscaler's field
 //! manager, and record the decision in the status with an Event per scaling action.
 
@@ -86,7 +87,21 @@ pub async fn run(
         }
         for rp in store.state() {
             let now = k8s_openapi::jiff::Timestamp::now().as_second();
-            if let Err(e) = scale_platform(&ctx, &rp, now).await {
+            let database = match crate::circuit::evaluate_platform(&ctx, &rp, now).await {
+                Ok(breakers) => Some(breakers.database.state),
+                Err(e) => {
+                    warn!(name = %rp.name_any(), error = %e, "breaker evaluation failed; keeping the last state");
+                    ctx.metrics.reconcile.set_failure(&e);
+                    rp.status.as_ref().and_then(|s| s.circuit_breakers.as_ref()).map(|b| b.database.state)
+                }
+            };
+            // More API pods would only add load on a database that is failing or being probed.
+            let suppress = match database {
+                Some(riskplatform_breaker::State::Open) => Some("database breaker open"),
+                Some(riskplatform_breaker::State::HalfOpen) => Some("database breaker half-open"),
+                _ => None,
+            };
+            if let Err(e) = scale_platform(&ctx, &rp, now, suppress).await {
                 warn!(name = %rp.name_any(), error = %e, "autoscaling failed; holding");
                 ctx.metrics.reconcile.set_failure(&e);
             }
@@ -96,7 +111,13 @@ pub async fn run(
 
 /// One evaluation of both components of one platform.
 #[instrument(skip_all, fields(name = %rp.name_any(), namespace = rp.namespace().unwrap_or_default()))]
-pub async fn scale_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Result<()> {
+/// `suppress_api_scale_up` holds API scale-ups and says why.
+pub async fn scale_platform(
+    ctx: &Context,
+    rp: &RiskPlatform,
+    now: i64,
+    suppress_api_scale_up: Option<&str>,
+) -> Result<()> {
     let Some(namespace) = rp.namespace() else { return Ok(()) };
     let names = names(rp);
     let config = policy_config(&rp.spec);
@@ -117,6 +138,7 @@ pub async fn scale_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Resul
         let mut inputs = Inputs {
             current_replicas: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
             ready_replicas: observed.ready_replicas,
+            suppress_scale_up: suppress_api_scale_up.filter(|_| component == Component::Api).map(str::to_owned),
             ..Default::default()
         };
         let target =

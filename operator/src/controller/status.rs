@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use riskplatform_crd::{condition, BreakerMode, ComponentStatus, RiskPlatform, RiskPlatformStatus};
+use riskplatform_crd::{condition, ComponentStatus, RiskPlatform, RiskPlatformStatus};
 
 /// The workloads as the API server returned them after apply (or as last seen).
 #[derive(Clone, Debug, Default)]
@@ -41,17 +41,6 @@ pub fn statefulset_status(s: &StatefulSet) -> ComponentStatus {
     let desired = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(DEFAULT_REPLICAS);
     let ready = s.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     ComponentStatus::new(desired, ready)
-}
-
-fn breaker_summary(rp: &RiskPlatform) -> String {
-    let o = &rp.spec.circuit_breaker.overrides;
-    let label = |m: BreakerMode| match m {
-        BreakerMode::Auto => "Auto",
-        BreakerMode::ForceOpen => "ForceOpen",
-        BreakerMode::ForceClosed => "ForceClosed",
-        BreakerMode::Disabled => "Disabled",
-    };
-    format!("database={} redis={}", label(o.database), label(o.redis))
 }
 
 /// The status to write for `rp`, given what was observed, an optional problem and the time.
@@ -123,9 +112,10 @@ pub fn compute(rp: &RiskPlatform, observed: &Observed, problem: Option<&Problem>
         workers,
         pgbouncer,
         redis,
-        // Owned by the autoscaler's field manager; the reconciler never sends it.
+        // Owned by the periodic evaluation's field manager; the reconciler never sends them.
         autoscaling: None,
-        breaker_summary: Some(breaker_summary(rp)),
+        circuit_breakers: None,
+        breaker_summary: None,
     }
 }
 
