@@ -4,27 +4,8 @@
 //! type: one shared type could not default CPU to 70/30 and memory to 80/40.
 
 use kube::KubeSchema;
+use riskplatform_autoscale::{Bounds, Thresholds};
 use serde::{Deserialize, Serialize};
-
-/// Thresholds of one signal in a common shape, whatever its unit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SignalSettings {
-    pub scale_up_above: f64,
-    pub scale_down_below: f64,
-    pub evaluation_period_seconds: i64,
-    pub query: Option<String>,
-}
-
-/// Bounds and cooldowns of one component in a common shape.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ComponentSettings {
-    pub min_replicas: i32,
-    pub max_replicas: i32,
-    pub scale_up_cooldown_seconds: i64,
-    pub scale_down_cooldown_seconds: i64,
-    pub paused: bool,
-    pub fallback_replicas: Option<i32>,
-}
 
 /// Scaling settings of the whole platform (documented defaults from the design notes).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -107,13 +88,12 @@ impl Default for CpuSignal {
 }
 
 impl CpuSignal {
-    /// The thresholds in the common shape the policy takes.
-    pub fn settings(&self) -> SignalSettings {
-        SignalSettings {
+    /// The band in the shape the policy takes.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
             scale_up_above: self.scale_up_above,
             scale_down_below: self.scale_down_below,
             evaluation_period_seconds: self.evaluation_period_seconds,
-            query: self.query.clone(),
         }
     }
 }
@@ -163,13 +143,12 @@ impl Default for MemorySignal {
 }
 
 impl MemorySignal {
-    /// The thresholds in the common shape the policy takes.
-    pub fn settings(&self) -> SignalSettings {
-        SignalSettings {
+    /// The band in the shape the policy takes.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
             scale_up_above: self.scale_up_above,
             scale_down_below: self.scale_down_below,
             evaluation_period_seconds: self.evaluation_period_seconds,
-            query: self.query.clone(),
         }
     }
 }
@@ -219,13 +198,12 @@ impl Default for RequestRateSignal {
 }
 
 impl RequestRateSignal {
-    /// The thresholds in the common shape the policy takes.
-    pub fn settings(&self) -> SignalSettings {
-        SignalSettings {
+    /// The band in the shape the policy takes.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
             scale_up_above: self.scale_up_above,
             scale_down_below: self.scale_down_below,
             evaluation_period_seconds: self.evaluation_period_seconds,
-            query: self.query.clone(),
         }
     }
 }
@@ -275,13 +253,12 @@ impl Default for QueueLengthSignal {
 }
 
 impl QueueLengthSignal {
-    /// The thresholds in the common shape the policy takes.
-    pub fn settings(&self) -> SignalSettings {
-        SignalSettings {
+    /// The band in the shape the policy takes.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
             scale_up_above: self.scale_up_above,
             scale_down_below: self.scale_down_below,
             evaluation_period_seconds: self.evaluation_period_seconds,
-            query: self.query.clone(),
         }
     }
 }
@@ -340,9 +317,9 @@ impl Default for ApiScalingSpec {
 }
 
 impl ApiScalingSpec {
-    /// The settings in the common shape the policy takes.
-    pub fn settings(&self) -> ComponentSettings {
-        ComponentSettings {
+    /// The bounds in the shape the policy takes.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
             min_replicas: self.min_replicas,
             max_replicas: self.max_replicas,
             scale_up_cooldown_seconds: self.scale_up_cooldown_seconds,
@@ -410,9 +387,9 @@ impl Default for WorkerScalingSpec {
 }
 
 impl WorkerScalingSpec {
-    /// The settings in the common shape the policy takes.
-    pub fn settings(&self) -> ComponentSettings {
-        ComponentSettings {
+    /// The bounds in the shape the policy takes.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
             min_replicas: self.min_replicas,
             max_replicas: self.max_replicas,
             scale_up_cooldown_seconds: self.scale_up_cooldown_seconds,

@@ -17,10 +17,8 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use riskplatform_autoscale::policy::signals_of;
-use riskplatform_autoscale::{
-    decide, Action, Bounds, Component, ComponentState, Inputs, PolicyConfig, Signal, Thresholds,
-};
-use riskplatform_crd::{condition, AutoscalingStatus, RiskPlatform, RiskPlatformSpec, SignalSettings};
+use riskplatform_autoscale::{decide, Action, Component, ComponentState, Inputs, PolicyConfig, Signal};
+use riskplatform_crd::{condition, AutoscalingStatus, RiskPlatform, RiskPlatformSpec};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -33,26 +31,13 @@ use crate::error::Result;
 /// The policy configuration a platform's spec asks for.
 pub fn policy_config(spec: &RiskPlatformSpec) -> PolicyConfig {
     let a = &spec.autoscaling;
-    let band = |s: SignalSettings| Thresholds {
-        scale_up_above: s.scale_up_above,
-        scale_down_below: s.scale_down_below,
-        evaluation_period_seconds: s.evaluation_period_seconds,
-    };
-    let bounds = |c: riskplatform_crd::ComponentSettings| Bounds {
-        min_replicas: c.min_replicas,
-        max_replicas: c.max_replicas,
-        scale_up_cooldown_seconds: c.scale_up_cooldown_seconds,
-        scale_down_cooldown_seconds: c.scale_down_cooldown_seconds,
-        paused: c.paused,
-        fallback_replicas: c.fallback_replicas,
-    };
     PolicyConfig {
-        cpu: band(a.cpu.settings()),
-        memory: band(a.memory.settings()),
-        request_rate: band(a.request_rate.settings()),
-        queue_length: band(a.queue_length.settings()),
-        api: bounds(a.api.settings()),
-        workers: bounds(a.workers.settings()),
+        cpu: a.cpu.thresholds(),
+        memory: a.memory.thresholds(),
+        request_rate: a.request_rate.thresholds(),
+        queue_length: a.queue_length.thresholds(),
+        api: a.api.bounds(),
+        workers: a.workers.bounds(),
         fallback_after_failures: u32::try_from(a.fallback_after_failures).unwrap_or(1),
         ..PolicyConfig::seed_defaults()
     }

@@ -136,7 +136,7 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     let mut observed = result.observed;
     let scaling = &rp.spec.autoscaling;
     for (slot, settings) in
-        [(&mut observed.api, scaling.api.settings()), (&mut observed.workers, scaling.workers.settings())]
+        [(&mut observed.api, scaling.api.bounds()), (&mut observed.workers, scaling.workers.bounds())]
     {
         if let Some(d) = slot.as_ref() {
             if let Some(n) = replicas::replicas_to_set(d, settings.min_replicas, settings.max_replicas) {
