@@ -266,7 +266,8 @@ mod tests {
 
     #[test]
     fn bad_inputs_name_the_field() {
-        let cases: [(fn(&mut Statement), ModelError); 5] = [
+        type Breaks = fn(&mut Statement);
+        let cases: [(Breaks, ModelError); 5] = [
             (|s| s.total_assets = -5.0, ModelError::NotPositive { field: "total_assets" }),
             (|s| s.total_assets = 0.0, ModelError::NotPositive { field: "total_assets" }),
             (|s| s.current_assets = 0.0, ModelError::NotPositive { field: "current_assets" }),
