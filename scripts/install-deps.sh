@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests start on loopback: PostgreSQL, PgBouncer, Redis, Prometheus (Debian
-# packages), kubectl, and wrk for the benchmarks. Idempotent: skips what is already there.
+# packages), kubectl, wrk for the benchmarks, and sqlx's CLI. Idempotent: skips what is already there.
 set -euo pipefail
 
 need=()
@@ -22,3 +22,5 @@ for svc in postgresql pgbouncer redis-server prometheus; do
   service "$svc" stop >/dev/null 2>&1 || true
 done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+# sqlx's CLI regenerates and checks the committed offline query data (.sqlx/).
+command -v cargo-sqlx >/dev/null || cargo install --locked sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls

@@ -6,10 +6,17 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
+# Queries are checked against the committed .sqlx data, never against a database that happens to
+# be around.
+unset DATABASE_URL
+export SQLX_OFFLINE=true
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== sqlx offline data matches the queries and migrations"
+bash scripts/sqlx-prepare.sh --check
 echo "== cargo build (integration tests run the workspace's binaries as processes)"
 cargo build --workspace --bins --locked
 echo "== cargo nextest"

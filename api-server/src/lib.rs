@@ -1,4 +1,21 @@
-//! The prediction service. So far only the scoring model is built; the REST API, workers,
-//! migrations and admin commands are still to come (see the open issue for the prediction API).
+//! The prediction service `riskplatform-api`: the REST API (`serve`), bulk job workers
+//! (`worker`), migrations and admin commands. `main` parses the configuration and calls in here,
+//! so tests drive the same code.
 
+pub mod admin;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod csvio;
+pub mod db;
+pub mod deps;
+pub mod error;
+pub mod metrics;
 pub mod model;
+pub mod published;
+pub mod queue;
+pub mod ratelimit;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod worker;

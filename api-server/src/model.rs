@@ -11,13 +11,14 @@
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use utoipa::ToSchema;
 
 /// Identifies the model in every prediction and in cache keys, so a new version never serves a
 /// result computed by an old one.
 pub const MODEL_VERSION: &str = "ohlson1980-altman1995-v1";
 
 /// One period's financial statement, in one currency unit (millions for the O-score's size term).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Statement {
     pub total_assets: f64,
     pub total_liabilities: f64,
@@ -33,7 +34,7 @@ pub struct Statement {
     pub book_equity: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Zone {
     Safe,
@@ -41,7 +42,7 @@ pub enum Zone {
     Distress,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskLevel {
     Low,
@@ -50,8 +51,37 @@ pub enum RiskLevel {
     Critical,
 }
 
+impl Zone {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Safe => "safe",
+            Self::Grey => "grey",
+            Self::Distress => "distress",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Safe, Self::Grey, Self::Distress].into_iter().find(|z| z.as_str() == s)
+    }
+}
+
+impl RiskLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Low, Self::Medium, Self::High, Self::Critical].into_iter().find(|l| l.as_str() == s)
+    }
+}
+
 /// The ratios behind a prediction.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Ratios {
     pub working_capital_to_assets: f64,
     pub retained_earnings_to_assets: f64,
@@ -63,7 +93,7 @@ pub struct Ratios {
     pub funds_from_operations_to_liabilities: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Prediction {
     pub model_version: String,
     /// Probability of default within a year, 0 to 1.
@@ -99,7 +129,8 @@ const Z_DISTRESS: f64 = 4.35;
 /// firm in distress by both measures ranks above one flagged by only one.
 const OHLSON_WEIGHT: f64 = 0.7;
 
-fn check(s: &Statement) -> Result<(), ModelError> {
+/// Checks that a statement can be scored; the error names the first bad field.
+pub fn validate(s: &Statement) -> Result<(), ModelError> {
     let fields: [(&'static str, f64); 10] = [
         ("total_assets", s.total_assets),
         ("total_liabilities", s.total_liabilities),
@@ -137,7 +168,7 @@ fn logistic(x: f64) -> f64 {
 
 /// Scores one statement.
 pub fn predict(s: &Statement) -> Result<Prediction, ModelError> {
-    check(s)?;
+    validate(s)?;
     let ta = s.total_assets;
     let tl = s.total_liabilities;
     let wc = s.current_assets - s.current_liabilities;

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod local;
+
 /// Thresholds (documented defaults: 5 failures, 10 %, half-open after 60 s).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BreakerConfig {

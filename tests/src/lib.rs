@@ -1,5 +1,9 @@
 //! Test harness: starts real components (Kubernetes API server, PostgreSQL, PgBouncer, Redis, Prometheus) on loopback for integration tests.
 pub mod cluster;
 pub mod operator;
+pub mod pgbouncer;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
+pub mod redis;
+pub mod service;

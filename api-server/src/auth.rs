@@ -1,0 +1,159 @@
+//! API keys and roles: keys are 256-bit random tokens shown once and stored as SHA-256 digests;
+//! a request's bearer key resolves to its tenant and role (cached for a minute), and the role
+//! decides what it may do.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything an analyst may do, plus deactivating companies and creating keys.
+    Admin,
+    /// Reads, and creates or changes companies, statements, predictions and jobs.
+    Analyst,
+    /// Reads only.
+    Viewer,
+}
+
+/// What a request is about to do, for the role check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    Administer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Analyst => "analyst",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Admin, Self::Analyst, Self::Viewer].into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn may(self, action: Action) -> bool {
+        match action {
+            Action::Read => true,
+            Action::Write => matches!(self, Self::Admin | Self::Analyst),
+            Action::Administer => self == Self::Admin,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub key_id: Uuid,
+    pub tenant: Uuid,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn require(&self, action: Action, what: &'static str) -> Result<(), ApiError> {
+        if self.role.may(action) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden { role: self.role.as_str(), action: what })
+        }
+    }
+}
+
+/// Keys are found by digest only; a revoked key keeps working for at most this long in a pod.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+const KEY_PREFIX: &str = "rpk_";
+
+/// A new random key (`rpk_` and 64 hex digits) and its digest.
+pub fn new_key() -> (String, Vec<u8>) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = format!("{KEY_PREFIX}{}", hex(&bytes));
+    let digest = digest(&key);
+    (key, digest)
+}
+
+pub fn digest(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The part of a key that may be shown to identify it (never enough to use it).
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(KEY_PREFIX.len() + 6).collect()
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Authenticates the request and charges it to the tenant's rate limit.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let digest = digest(key);
+        let caller = match state.keys.get(&digest) {
+            Some(caller) => caller,
+            None => {
+                let mut tx = state.db.begin().await?;
+                let found = crate::db::tenants::caller(&mut tx, &digest).await;
+                let caller = state.db.finish(tx, found).await?.ok_or(ApiError::Unauthorized)?;
+                state.keys.insert(digest, caller);
+                caller
+            }
+        };
+        state.limiter.check(caller.tenant)?;
+        Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_their_documentation_says() {
+        let table = [
+            (Role::Viewer, [true, false, false]),
+            (Role::Analyst, [true, true, false]),
+            (Role::Admin, [true, true, true]),
+        ];
+        for (role, allowed) in table {
+            let got = [Action::Read, Action::Write, Action::Administer].map(|a| role.may(a));
+            assert_eq!(got, allowed, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_key_is_random_and_only_its_digest_identifies_it() {
+        let (a, da) = new_key();
+        let (b, db) = new_key();
+        assert_ne!(a, b);
+        assert!(a.starts_with("rpk_") && a.len() == 68, "{a}");
+        assert_eq!(da, digest(&a));
+        assert_ne!(da, db);
+        assert_eq!(da.len(), 32);
+        assert!(!hex(&da).contains(&a[4..]));
+    }
+}

@@ -1,0 +1,185 @@
+//! Command line and environment: one clap struct per subcommand, parsed once in `main`. The
+//! environment names are the ones the operator sets on the API and worker pods.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use riskplatform_breaker::BreakerConfig;
+
+use crate::auth::Role;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "riskplatform-api",
+    version,
+    about = "Default-risk prediction service: REST API, workers, migrations, admin"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: text or json.
+    #[arg(long, env = "RISK_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the REST API.
+    Serve(ServeArgs),
+    /// Process bulk jobs from the queue.
+    Worker(WorkerArgs),
+    /// Apply the database migrations (connects to PostgreSQL directly, not through PgBouncer).
+    Migrate(DatabaseArgs),
+    /// Administration: tenants and API keys.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create a tenant and print its first admin API key (shown once; only a hash is stored).
+    CreateTenant {
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Create another API key for a tenant and print it once.
+    CreateKey {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, value_enum, default_value = "analyst")]
+        role: Role,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+/// PostgreSQL (through PgBouncer for `serve` and `worker`), with libpq's variable names.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    #[arg(long = "pg-host", env = "PGHOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long = "pg-port", env = "PGPORT", default_value_t = 5432)]
+    pub port: u16,
+    #[arg(long = "pg-database", env = "PGDATABASE", default_value = "risk")]
+    pub database: String,
+    #[arg(long = "pg-user", env = "PGUSER", default_value = "risk")]
+    pub user: String,
+    /// Read from the environment only, so it never shows in a process list.
+    #[arg(skip = std::env::var("PGPASSWORD").ok())]
+    pub password: Option<String>,
+    /// Connections this process keeps to PgBouncer.
+    #[arg(long, env = "RISK_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub max_connections: u32,
+    /// How long a request waits for a connection before the database counts as unavailable.
+    #[arg(long, env = "RISK_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    #[arg(long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub url: String,
+    /// Timeout of one Redis command; a slower answer counts as a failure.
+    #[arg(long = "redis-timeout-ms", env = "RISK_REDIS_TIMEOUT_MS", default_value_t = 500)]
+    pub timeout_ms: u64,
+}
+
+/// The per-pod circuit breakers (documented defaults: open after 5 failures or a failure rate
+/// above 10 %, half-open after 60 s).
+#[derive(Args, Debug, Clone)]
+pub struct BreakerArgs {
+    #[arg(long, env = "RISK_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub breaker_failure_threshold: u32,
+    #[arg(long, env = "RISK_BREAKER_FAILURE_RATE_PERCENT", default_value_t = 10.0)]
+    pub breaker_failure_rate_percent: f64,
+    /// Calls in the window before the failure rate counts.
+    #[arg(long, env = "RISK_BREAKER_MINIMUM_CALLS", default_value_t = 20)]
+    pub breaker_minimum_calls: u32,
+    #[arg(long, env = "RISK_BREAKER_WINDOW_SECONDS", default_value_t = 60)]
+    pub breaker_window_seconds: i64,
+    #[arg(long, env = "RISK_BREAKER_RECOVERY_SECONDS", default_value_t = 60)]
+    pub breaker_recovery_seconds: i64,
+    #[arg(long, env = "RISK_BREAKER_HALF_OPEN_CALLS", default_value_t = 3)]
+    pub breaker_half_open_calls: u32,
+}
+
+impl BreakerArgs {
+    pub fn config(&self) -> BreakerConfig {
+        BreakerConfig {
+            failure_threshold: self.breaker_failure_threshold,
+            failure_rate: self.breaker_failure_rate_percent / 100.0,
+            minimum_calls: self.breaker_minimum_calls,
+            window_seconds: self.breaker_window_seconds,
+            recovery_timeout_seconds: self.breaker_recovery_seconds,
+            half_open_max_calls: self.breaker_half_open_calls,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[arg(long, env = "RISK_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+    /// Sustained requests per second per tenant (token bucket refill rate, per pod).
+    #[arg(long, env = "RISK_RATE_LIMIT_PER_SECOND", default_value_t = 500.0)]
+    pub rate_limit_per_second: f64,
+    /// Burst a tenant may send above the sustained rate (bucket size).
+    #[arg(long, env = "RISK_RATE_LIMIT_BURST", default_value_t = 1000.0)]
+    pub rate_limit_burst: f64,
+    /// Entries of the in-process (L1) cache.
+    #[arg(long, env = "RISK_L1_CACHE_ENTRIES", default_value_t = 100_000)]
+    pub l1_cache_entries: u64,
+    /// Largest bulk upload.
+    #[arg(long, env = "RISK_BULK_MAX_ROWS", default_value_t = 100_000)]
+    pub bulk_max_rows: usize,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
+    #[command(flatten)]
+    pub published: PublishedArgs,
+}
+
+/// Where the operator publishes the platform-wide breaker state (a ConfigMap read through the
+/// Kubernetes API with the pod's service account, watched). Unset: only the local breaker decides.
+#[derive(Args, Debug, Clone)]
+pub struct PublishedArgs {
+    #[arg(long, env = "RISK_BREAKER_CONFIGMAP")]
+    pub breaker_configmap: Option<String>,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    /// `/metrics`, `/health/live` and `/health/ready` of the worker.
+    #[arg(long, env = "RISK_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+    /// Identifies this worker's processing list; the pod name by default.
+    #[arg(long, env = "HOSTNAME")]
+    pub worker_id: Option<String>,
+    /// Chunks this process works on at once.
+    #[arg(long, env = "RISK_WORKER_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: usize,
+    /// A worker whose heartbeat is older than this is dead and its chunks go back to the queue.
+    #[arg(long, env = "RISK_WORKER_DEAD_AFTER_SECONDS", default_value_t = 15)]
+    pub dead_after_seconds: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    pub breaker: BreakerArgs,
+}
+
+impl WorkerArgs {
+    pub fn dead_after(&self) -> Duration {
+        Duration::from_secs(self.dead_after_seconds.max(1))
+    }
+}

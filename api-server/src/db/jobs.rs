@@ -1,0 +1,277 @@
+//! Bulk jobs: the job row with its progress counters, its input chunks and per-row results.
+//! Completing a chunk is idempotent: the chunk row is locked and only a pending chunk counts, and
+//! results are keyed by (job, row), so a chunk processed twice writes and counts once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::unnamed;
+use crate::model::Statement;
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    /// pending, processing, completed (every row scored or reported) or failed (some chunks
+    /// exhausted their retries; their rows are reported as failed in the results).
+    pub status: String,
+    pub priority: i16,
+    pub total_rows: i32,
+    /// Rows with a result so far (scored or rejected by the model).
+    pub processed_rows: i32,
+    /// Rows that could not be scored (bad input, or in a chunk that failed for good).
+    pub failed_rows: i32,
+    pub chunks_total: i32,
+    pub chunks_done: i32,
+    pub chunks_dead: i32,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One input row of a bulk job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkRow {
+    pub reference: Option<String>,
+    pub statement: Statement,
+}
+
+/// One output row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkResult {
+    pub row_no: i32,
+    pub reference: Option<String>,
+    pub probability: Option<f64>,
+    pub risk_level: Option<String>,
+    pub zone: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A chunk claimed for processing.
+pub struct Chunk {
+    pub first_row: i32,
+    pub rows: Vec<BulkRow>,
+}
+
+/// Stores a job and its chunks (of `chunk_size` rows); returns the job's id.
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    priority: i16,
+    rows: &[BulkRow],
+    chunk_size: usize,
+) -> Result<(Uuid, i32), sqlx::Error> {
+    let id = Uuid::new_v4();
+    let chunks: Vec<&[BulkRow]> = rows.chunks(chunk_size.max(1)).collect();
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    sqlx::query!(
+        "INSERT INTO bulk_jobs (id, tenant_id, status, priority, total_rows, chunks_total)
+         VALUES ($1, $2, 'pending', $3, $4, $5)",
+        id,
+        tenant,
+        priority,
+        count(rows.len()),
+        count(chunks.len()),
+    )
+    .execute(unnamed(&mut *conn))
+    .await?;
+    let chunk_nos: Vec<i32> = (0..chunks.len()).map(count).collect();
+    let first_rows: Vec<i32> = (0..chunks.len()).map(|i| count(i * chunk_size)).collect();
+    let bodies: Vec<Json<&[BulkRow]>> = chunks.iter().map(|c| Json(*c)).collect();
+    sqlx::query!(
+        "INSERT INTO bulk_job_chunks (job_id, chunk_no, first_row, rows)
+         SELECT $1, * FROM UNNEST($2::int[], $3::int[], $4::jsonb[])",
+        id,
+        &chunk_nos,
+        &first_rows,
+        &bodies as _,
+    )
+    .execute(unnamed(conn))
+    .await?;
+    Ok((id, count(chunks.len())))
+}
+
+pub async fn get(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        "SELECT id, status, priority, total_rows, processed_rows, failed_rows, chunks_total, chunks_done,
+             chunks_dead, error, created_at, started_at, finished_at
+         FROM bulk_jobs WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        id,
+    )
+    .fetch_optional(unnamed(conn))
+    .await
+}
+
+/// The tenant's unfinished jobs, oldest first (the seed's partial index serves this).
+pub async fn unfinished(conn: &mut PgConnection, tenant: Uuid, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        "SELECT id, status, priority, total_rows, processed_rows, failed_rows, chunks_total, chunks_done,
+             chunks_dead, error, created_at, started_at, finished_at
+         FROM bulk_jobs WHERE tenant_id = $1 AND status IN ('pending', 'processing')
+         ORDER BY created_at LIMIT $2",
+        tenant,
+        limit,
+    )
+    .fetch_all(unnamed(conn))
+    .await
+}
+
+/// Locks a pending chunk for this transaction; None when it is already done or dead (a
+/// duplicate delivery) or gone with its job.
+pub async fn claim(conn: &mut PgConnection, job: Uuid, chunk_no: i32) -> Result<Option<Chunk>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT first_row, rows AS "rows: Json<Vec<BulkRow>>" FROM bulk_job_chunks
+           WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' FOR UPDATE"#,
+        job,
+        chunk_no,
+    )
+    .fetch_optional(unnamed(conn))
+    .await?;
+    Ok(row.map(|r| Chunk { first_row: r.first_row, rows: r.rows.0 }))
+}
+
+/// Writes a claimed chunk's results and counts them into the job, finishing it with its last chunk.
+pub async fn complete(
+    conn: &mut PgConnection,
+    job: Uuid,
+    chunk_no: i32,
+    results: &[BulkResult],
+) -> Result<(), sqlx::Error> {
+    let row_nos: Vec<i32> = results.iter().map(|r| r.row_no).collect();
+    let references: Vec<Option<String>> = results.iter().map(|r| r.reference.clone()).collect();
+    let probabilities: Vec<Option<f64>> = results.iter().map(|r| r.probability).collect();
+    let levels: Vec<Option<String>> = results.iter().map(|r| r.risk_level.clone()).collect();
+    let zones: Vec<Option<String>> = results.iter().map(|r| r.zone.clone()).collect();
+    let errors: Vec<Option<String>> = results.iter().map(|r| r.error.clone()).collect();
+    sqlx::query!(
+        "INSERT INTO bulk_job_results (job_id, row_no, reference, probability, risk_level, zone, error)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[])
+         ON CONFLICT (job_id, row_no) DO NOTHING",
+        job,
+        &row_nos,
+        &references as _,
+        &probabilities as _,
+        &levels as _,
+        &zones as _,
+        &errors as _,
+    )
+    .execute(unnamed(&mut *conn))
+    .await?;
+    let failed = i32::try_from(errors.iter().filter(|e| e.is_some()).count()).unwrap_or(i32::MAX);
+    let processed = i32::try_from(results.len()).unwrap_or(i32::MAX);
+    sqlx::query!(
+        "WITH chunk AS (
+             UPDATE bulk_job_chunks SET status = 'done', attempts = attempts + 1
+             WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' RETURNING 1
+         )
+         UPDATE bulk_jobs SET
+             processed_rows = processed_rows + $3,
+             failed_rows = failed_rows + $4,
+             chunks_done = chunks_done + 1,
+             started_at = COALESCE(started_at, now()),
+             status = CASE WHEN chunks_done + 1 + chunks_dead < chunks_total THEN 'processing'
+                           WHEN chunks_dead > 0 THEN 'failed' ELSE 'completed' END,
+             finished_at = CASE WHEN chunks_done + 1 + chunks_dead = chunks_total THEN now() END
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM chunk)",
+        job,
+        chunk_no,
+        processed,
+        failed,
+    )
+    .execute(unnamed(conn))
+    .await?;
+    Ok(())
+}
+
+/// Gives up on a chunk after its last retry: its rows are reported as failed with `reason`.
+pub async fn bury(conn: &mut PgConnection, job: Uuid, chunk_no: i32, reason: &str) -> Result<(), sqlx::Error> {
+    let Some(chunk) = claim(&mut *conn, job, chunk_no).await? else { return Ok(()) };
+    let results: Vec<BulkResult> = chunk
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| BulkResult {
+            row_no: chunk.first_row + i32::try_from(i).unwrap_or(i32::MAX),
+            reference: row.reference.clone(),
+            probability: None,
+            risk_level: None,
+            zone: None,
+            error: Some(format!("not processed: {reason}")),
+        })
+        .collect();
+    let row_nos: Vec<i32> = results.iter().map(|r| r.row_no).collect();
+    let references: Vec<Option<String>> = results.iter().map(|r| r.reference.clone()).collect();
+    let errors: Vec<Option<String>> = results.iter().map(|r| r.error.clone()).collect();
+    sqlx::query!(
+        "INSERT INTO bulk_job_results (job_id, row_no, reference, error)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[])
+         ON CONFLICT (job_id, row_no) DO NOTHING",
+        job,
+        &row_nos,
+        &references as _,
+        &errors as _,
+    )
+    .execute(unnamed(&mut *conn))
+    .await?;
+    let rows = i32::try_from(results.len()).unwrap_or(i32::MAX);
+    sqlx::query!(
+        "WITH chunk AS (
+             UPDATE bulk_job_chunks SET status = 'dead', attempts = attempts + 1
+             WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' RETURNING 1
+         )
+         UPDATE bulk_jobs SET
+             processed_rows = processed_rows + $3,
+             failed_rows = failed_rows + $3,
+             chunks_dead = chunks_dead + 1,
+             error = $4,
+             status = CASE WHEN chunks_done + chunks_dead + 1 < chunks_total THEN 'processing' ELSE 'failed' END,
+             finished_at = CASE WHEN chunks_done + chunks_dead + 1 = chunks_total THEN now() END
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM chunk)",
+        job,
+        chunk_no,
+        rows,
+        format!("chunk {chunk_no} failed after its retries: {reason}"),
+    )
+    .execute(unnamed(conn))
+    .await?;
+    Ok(())
+}
+
+/// A page of a job's results in row order, after `after_row`.
+pub async fn results(
+    conn: &mut PgConnection,
+    job: Uuid,
+    after_row: i32,
+    limit: i64,
+) -> Result<Vec<BulkResult>, sqlx::Error> {
+    sqlx::query_as!(
+        BulkResult,
+        "SELECT row_no, reference, probability, risk_level, zone, error FROM bulk_job_results
+         WHERE job_id = $1 AND row_no > $2 ORDER BY row_no LIMIT $3",
+        job,
+        after_row,
+        limit,
+    )
+    .fetch_all(unnamed(conn))
+    .await
+}
+
+/// Marks a job failed before any work started (its chunks could not be queued).
+pub async fn fail(conn: &mut PgConnection, tenant: Uuid, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE bulk_jobs SET status = 'failed', error = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        id,
+        reason,
+    )
+    .execute(unnamed(conn))
+    .await?;
+    Ok(())
+}

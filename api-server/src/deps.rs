@@ -1,0 +1,251 @@
+//! The service's dependencies (PostgreSQL through PgBouncer, Redis): classifying their errors as
+//! availability failures, counting calls and failures per dependency for the operator, and the
+//! per-pod circuit breaker that fails fast while a dependency is down.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use riskplatform_breaker::local::{Admission, LocalBreaker};
+use riskplatform_breaker::{BreakerConfig, State};
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Dependency {
+    Database,
+    Redis,
+}
+
+impl Dependency {
+    pub const ALL: [Dependency; 2] = [Dependency::Database, Dependency::Redis];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Redis => "redis",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Database => 0,
+            Self::Redis => 1,
+        }
+    }
+}
+
+impl fmt::Display for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    dependency: &'static str,
+}
+
+/// Whether a database error means the database is unreachable or refusing work (as opposed to a
+/// bad statement or a constraint violation, which are the caller's problem, not an outage).
+pub fn is_database_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        // 08: connection exception, 53: insufficient resources, 57P: operator intervention
+        // (shutdown), and PgBouncer's own errors, which it reports with 08P01.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P"))
+        }
+        _ => false,
+    }
+}
+
+pub fn is_redis_outage(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+struct Tracked {
+    breaker: Mutex<LocalBreaker>,
+    consecutive: AtomicU64,
+}
+
+/// Per-dependency accounting shared by every request and worker task of this process.
+pub struct Deps {
+    started: Instant,
+    tracked: [Tracked; 2],
+    calls: Family<DependencyLabel, Counter>,
+    failures: Family<DependencyLabel, Counter>,
+    consecutive: Family<DependencyLabel, Gauge>,
+    state: Family<DependencyLabel, Gauge>,
+}
+
+impl Deps {
+    pub fn new(config: BreakerConfig, registry: &mut Registry) -> Self {
+        let tracked = || Tracked { breaker: Mutex::new(LocalBreaker::new(config)), consecutive: AtomicU64::new(0) };
+        let deps = Self {
+            started: Instant::now(),
+            tracked: [tracked(), tracked()],
+            calls: Family::default(),
+            failures: Family::default(),
+            consecutive: Family::default(),
+            state: Family::default(),
+        };
+        // The operator's breaker reads these three series across all pods.
+        registry.register("riskplatform_dependency_calls", "Calls to a dependency", deps.calls.clone());
+        registry.register(
+            "riskplatform_dependency_failures",
+            "Calls that failed for availability reasons",
+            deps.failures.clone(),
+        );
+        registry.register(
+            "riskplatform_dependency_consecutive_failures",
+            "Failures since the last successful call",
+            deps.consecutive.clone(),
+        );
+        registry.register(
+            "riskplatform_circuit_breaker_state",
+            "This pod's circuit breaker: 0 closed, 1 open, 2 half-open",
+            deps.state.clone(),
+        );
+        for d in Dependency::ALL {
+            deps.calls.get_or_create(&label(d)).inc_by(0);
+            deps.failures.get_or_create(&label(d)).inc_by(0);
+            deps.consecutive.get_or_create(&label(d)).set(0);
+            deps.state.get_or_create(&label(d)).set(0);
+        }
+        deps
+    }
+
+    fn now_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn breaker(&self, d: Dependency) -> std::sync::MutexGuard<'_, LocalBreaker> {
+        // A poisoned lock only means another thread panicked while holding it; the breaker's
+        // fields are plain values that stay consistent, so keep using it.
+        self.tracked[d.index()].breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the breaker whether a call to `d` may go out now; fails fast with 503 while open.
+    pub fn admit(&self, d: Dependency) -> Result<(), ApiError> {
+        let now = self.now_ms();
+        let mut b = self.breaker(d);
+        let admission = b.admit(now);
+        self.state.get_or_create(&label(d)).set(b.state().gauge());
+        match admission {
+            Admission::Allowed => Ok(()),
+            Admission::Rejected { retry_after_ms } => {
+                Err(ApiError::Unavailable { dependency: d, retry_after_secs: whole_seconds(retry_after_ms) })
+            }
+        }
+    }
+
+    /// Records the outcome of a call that [`Deps::admit`] let through.
+    pub fn record(&self, d: Dependency, outage: bool) {
+        let l = label(d);
+        self.calls.get_or_create(&l).inc();
+        let t = &self.tracked[d.index()];
+        if outage {
+            self.failures.get_or_create(&l).inc();
+            let n = t.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+            self.consecutive.get_or_create(&l).set(i64::try_from(n).unwrap_or(i64::MAX));
+        } else {
+            t.consecutive.store(0, Ordering::Relaxed);
+            self.consecutive.get_or_create(&l).set(0);
+        }
+        let now = self.now_ms();
+        let mut b = self.breaker(d);
+        if let Some(to) = b.record(!outage, now) {
+            tracing::warn!(dependency = %d, state = ?to, "circuit breaker changed state");
+        }
+        self.state.get_or_create(&l).set(b.state().gauge());
+    }
+
+    /// Follows the state the operator published for the whole platform (None: not published or
+    /// unreadable, so this pod's own breaker decides).
+    pub fn follow(&self, d: Dependency, published: Option<State>) {
+        let now = self.now_ms();
+        let mut b = self.breaker(d);
+        b.follow(published, now);
+        self.state.get_or_create(&label(d)).set(b.state().gauge());
+    }
+
+    pub fn state(&self, d: Dependency) -> State {
+        self.breaker(d).state()
+    }
+
+    /// Seconds until a call to `d` is tried again, for Retry-After on errors that were not
+    /// rejected by the breaker itself.
+    pub fn retry_after_secs(&self, d: Dependency) -> u64 {
+        let now = self.now_ms();
+        whole_seconds(self.breaker(d).retry_after_ms(now))
+    }
+
+    /// Maps a finished database call's result, recording it.
+    pub fn database<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, ApiError> {
+        match result {
+            Ok(v) => {
+                self.record(Dependency::Database, false);
+                Ok(v)
+            }
+            Err(e) => {
+                let outage = is_database_outage(&e);
+                self.record(Dependency::Database, outage);
+                if outage {
+                    tracing::warn!(error = %e, "database unavailable");
+                    Err(ApiError::Unavailable {
+                        dependency: Dependency::Database,
+                        retry_after_secs: self.retry_after_secs(Dependency::Database),
+                    })
+                } else {
+                    Err(ApiError::internal(e))
+                }
+            }
+        }
+    }
+
+    /// Maps a finished Redis call's result, recording it.
+    pub fn redis<T>(&self, result: Result<T, redis::RedisError>) -> Result<T, ApiError> {
+        match result {
+            Ok(v) => {
+                self.record(Dependency::Redis, false);
+                Ok(v)
+            }
+            Err(e) => {
+                let outage = is_redis_outage(&e);
+                self.record(Dependency::Redis, outage);
+                if outage {
+                    tracing::warn!(error = %e, "redis unavailable");
+                    Err(ApiError::Unavailable {
+                        dependency: Dependency::Redis,
+                        retry_after_secs: self.retry_after_secs(Dependency::Redis),
+                    })
+                } else {
+                    Err(ApiError::internal(e))
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds rounded up to whole seconds, at least one (Retry-After has no fractions).
+fn whole_seconds(ms: i64) -> u64 {
+    u64::try_from(ms.saturating_add(999) / 1000).unwrap_or(1).max(1)
+}
+
+fn label(d: Dependency) -> DependencyLabel {
+    DependencyLabel { dependency: d.as_str() }
+}

@@ -1,0 +1,207 @@
+//! Bulk jobs: upload a CSV (202 with the job's id; rows stored in PostgreSQL, chunks queued in
+//! Redis), follow its progress, and stream its results as CSV.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::stream;
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::{PathParams, QueryParams};
+use crate::auth::{Action, Caller};
+use crate::csvio::{self, CsvError};
+use crate::db::jobs::{self, Job};
+use crate::deps::Dependency;
+use crate::error::{ApiError, ErrorBody};
+use crate::queue::{self, Message};
+use crate::state::AppState;
+
+/// Rows per chunk (the documented unit of work and of progress).
+pub const CHUNK_ROWS: usize = 100;
+
+/// Results read from PostgreSQL per page of the export stream.
+const EXPORT_PAGE: i64 = 5000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/jobs", get(list).post(upload))
+        .route("/api/v1/jobs/{job_id}", get(status))
+        .route("/api/v1/jobs/{job_id}/results", get(results))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// critical, high, normal, low or batch (default).
+    pub priority: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub status_url: String,
+    pub results_url: String,
+    pub rows: usize,
+    pub chunks: i32,
+}
+
+impl From<CsvError> for ApiError {
+    fn from(e: CsvError) -> Self {
+        match e {
+            CsvError::TooManyRows { .. } => ApiError::TooLarge(e.to_string()),
+            CsvError::NotANumber { column, .. } => ApiError::invalid(column, e.to_string()),
+            CsvError::MissingColumn(column) => ApiError::invalid(column, e.to_string()),
+            other => ApiError::invalid("body", other.to_string()),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", params(UploadQuery),
+    request_body(content = String, content_type = "text/csv",
+        description = "Header line with total_assets, total_liabilities, current_assets, current_liabilities, \
+                       retained_earnings, ebit, net_income, previous_net_income, funds_from_operations, \
+                       book_equity and optionally reference; up to 100,000 rows"),
+    responses(
+        (status = 202, description = "Accepted: every row will have a result or an error", body = Accepted),
+        (status = 413, description = "Too many rows", body = ErrorBody),
+        (status = 422, description = "The CSV is malformed; the message names line and column", body = ErrorBody),
+        (status = 503, description = "The database or the queue is unavailable; nothing was accepted", body = ErrorBody),
+    ))]
+#[instrument(skip_all, fields(tenant = %caller.tenant))]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<UploadQuery>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    caller.require(Action::Write, "submit jobs")?;
+    let priority_name = q.priority.as_deref().unwrap_or("batch");
+    let priority = queue::priority_value(priority_name).ok_or_else(|| {
+        ApiError::invalid(
+            "priority",
+            format!("priority must be critical, high, normal, low or batch, got {priority_name:?}"),
+        )
+    })?;
+    let max_rows = state.settings.bulk_max_rows;
+    let rows =
+        tokio::task::spawn_blocking(move || csvio::parse(&body, max_rows)).await.map_err(ApiError::internal)??;
+    let mut tx = state.db.begin().await?;
+    let created = jobs::create(&mut tx, caller.tenant, priority, &rows, CHUNK_ROWS).await;
+    let (id, chunks) = state.db.finish(tx, created).await?;
+    let messages: Vec<Message> = (0..chunks).map(|chunk| Message { job: id, chunk, priority, attempt: 0 }).collect();
+    let queued = match state.db.deps.admit(Dependency::Redis) {
+        Ok(()) => state.db.deps.redis(state.queue.push(&messages).await),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = queued {
+        // Not accepted after all: say so in the job too, so nothing waits for it.
+        let mut tx = state.db.begin().await?;
+        let failed = jobs::fail(&mut tx, caller.tenant, id, "the job queue was unavailable at upload").await;
+        state.db.finish(tx, failed).await?;
+        return Err(e);
+    }
+    tracing::info!(job = %id, rows = rows.len(), chunks, priority = priority_name, "bulk job accepted");
+    let accepted = Accepted {
+        id,
+        status_url: format!("/api/v1/jobs/{id}"),
+        results_url: format!("/api/v1/jobs/{id}/results"),
+        rows: rows.len(),
+        chunks,
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobStatus {
+    #[serde(flatten)]
+    pub job: Job,
+    /// Chunks finished (done or failed for good) over all chunks, in percent.
+    pub progress_percent: f64,
+}
+
+impl From<Job> for JobStatus {
+    fn from(job: Job) -> Self {
+        let finished = f64::from(job.chunks_done + job.chunks_dead);
+        let progress_percent =
+            if job.chunks_total > 0 { 100.0 * finished / f64::from(job.chunks_total) } else { 100.0 };
+        Self { job, progress_percent }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = Uuid, Path)),
+    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody)))]
+#[instrument(skip_all, fields(tenant = %caller.tenant, job = %id))]
+pub async fn status(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<Uuid>,
+) -> Result<Json<JobStatus>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let found = jobs::get(&mut tx, caller.tenant, id).await;
+    let job = state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    Ok(Json(job.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    responses((status = 200, description = "Pending and processing jobs, oldest first", body = [JobStatus])))]
+#[instrument(skip_all, fields(tenant = %caller.tenant))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<JobStatus>>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let found = jobs::unfinished(&mut tx, caller.tenant, 500).await;
+    Ok(Json(state.db.finish(tx, found).await?.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/results", tag = "jobs", params(("job_id" = Uuid, Path)),
+    responses((status = 200, description = "CSV: row,reference,probability,risk_level,zone,error; rows so far, in order",
+        content_type = "text/csv", body = String), (status = 404, body = ErrorBody)))]
+#[instrument(skip_all, fields(tenant = %caller.tenant, job = %id))]
+pub async fn results(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(id): PathParams<Uuid>,
+) -> Result<Response, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let found = jobs::get(&mut tx, caller.tenant, id).await;
+    state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    // Pages of short transactions, not one long cursor: PgBouncer lends a server connection per
+    // transaction, and a slow client must not hold one.
+    let pages = stream::unfold(Some(-1), move |after| {
+        let state = state.clone();
+        async move {
+            let after = after?;
+            let page = async {
+                let mut tx = state.db.begin().await?;
+                let found = jobs::results(&mut tx, id, after, EXPORT_PAGE).await;
+                state.db.finish(tx, found).await
+            }
+            .await;
+            match page {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    let next = (rows.len() as i64 == EXPORT_PAGE).then(|| rows.last().map(|r| r.row_no)).flatten();
+                    Some((Ok::<_, ApiError>(Bytes::from(csvio::write_results(&rows))), next))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, job = %id, "results export stopped");
+                    Some((Err(e), None))
+                }
+            }
+        }
+    });
+    let header = stream::once(async { Ok::<_, ApiError>(Bytes::from_static(csvio::RESULT_HEADER.as_bytes())) });
+    let body = Body::from_stream(futures::StreamExt::chain(header, pages));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"results.csv\""),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,79 @@
+//! The HTTP surface: `/api/v1` resources behind bearer keys, health and metrics in the open, one
+//! request-body/query/path rejection mapping into the JSON error shape, and the OpenAPI document.
+
+pub mod companies;
+pub mod health;
+pub mod jobs;
+pub mod keys;
+pub mod openapi;
+pub mod predictions;
+pub mod statements;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON request body whose rejections use the service's error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct JsonBody<T>(pub T);
+
+/// Query parameters whose rejections use the service's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct QueryParams<T>(pub T);
+
+/// Path parameters whose rejections use the service's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct PathParams<T>(pub T);
+
+/// Bulk uploads are up to 100,000 rows of about 100 bytes.
+const UPLOAD_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The whole service: API routes with request metrics, plus health, metrics and OpenAPI.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(companies::router())
+        .merge(statements::router())
+        .merge(predictions::router())
+        .merge(keys::router())
+        .merge(jobs::router().layer(DefaultBodyLimit::max(UPLOAD_LIMIT_BYTES)))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+        .with_state(state.clone());
+    api.merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(state.registry.clone()))
+}
+
+/// What a worker serves: health and metrics only.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .with_state(state.clone())
+        .merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(state.registry.clone()))
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("endpoint {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::BadRequest(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Page size: 50 by default, at most 500.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::invalid("limit", format!("limit must be between 1 and 500, got {n}"))),
+    }
+}

@@ -1,0 +1,49 @@
+//! The `serve` command: assembles the state from the configuration, serves the router, follows
+//! the operator's published breaker state, and drains in-flight requests on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+
+use crate::config::ServeArgs;
+use crate::db::Db;
+use crate::deps::Deps;
+use crate::model::MODEL_VERSION;
+use crate::state::{redis_connection, AppState, Settings};
+
+/// The state `serve` runs with (tests build the same from their own arguments).
+pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
+    let mut registry = Registry::default();
+    let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
+    let db = Db { pool: crate::db::pool(&args.database), deps };
+    let redis = redis_connection(&args.redis)?;
+    let settings = Settings {
+        model_version: MODEL_VERSION.to_owned(),
+        bulk_max_rows: args.bulk_max_rows,
+        l1_cache_entries: args.l1_cache_entries,
+        rate_limit_per_second: args.rate_limit_per_second,
+        rate_limit_burst: args.rate_limit_burst,
+    };
+    Ok(AppState::new(db, redis, settings, registry))
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let state = state(&args)?;
+    tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
+    if let Some(name) = &args.published.breaker_configmap {
+        let follower = crate::published::Follower::connect(&args.published.namespace, name)
+            .await
+            .context("connecting to the Kubernetes API to follow the published breaker state")?;
+        tokio::spawn(follower.run(state.db.deps.clone()));
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", args.listen_addr))?;
+    tracing::info!(addr = %args.listen_addr, model_version = MODEL_VERSION, "serving");
+    axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! What every handler shares: the database, Redis-backed caches and queue, the caller cache, the
+//! rate limiter, metrics and settings. Built once in `serve` (or by tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use prometheus_client::registry::Registry;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::auth::{Caller, KEY_CACHE_TTL};
+use crate::cache::{CacheMetrics, TwoLevel, COMPANY_TTL, PREDICTION_TTL};
+use crate::config::RedisArgs;
+use crate::db::companies::Company;
+use crate::db::predictions::PredictionRecord;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::ratelimit::RateLimiter;
+
+/// Settings handlers read.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The scoring model's version, part of every prediction cache key.
+    pub model_version: String,
+    pub bulk_max_rows: usize,
+    pub l1_cache_entries: u64,
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub redis: ConnectionManager,
+    pub queue: Queue,
+    pub keys: Cache<Vec<u8>, Caller>,
+    pub limiter: Arc<RateLimiter>,
+    pub predictions: Arc<TwoLevel<PredictionRecord>>,
+    pub companies: Arc<TwoLevel<Company>>,
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+    pub settings: Arc<Settings>,
+}
+
+/// Company metadata changes (rename, deactivate); other pods' L1 copies may lag this long.
+const COMPANY_L1_TTL: Duration = Duration::from_secs(30);
+
+/// A Redis connection that connects on first use and reconnects by itself, so the process
+/// starts (and reports not-ready) while Redis is down.
+pub fn redis_connection(args: &RedisArgs) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(args.url.as_str())?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
+
+impl AppState {
+    /// Assembles the state; `registry` already holds the dependency metrics of `db.deps`.
+    pub fn new(db: Db, redis: ConnectionManager, settings: Settings, mut registry: Registry) -> Self {
+        let metrics = Metrics::register(&mut registry);
+        let cache_metrics = CacheMetrics::register(&mut registry);
+        let predictions = TwoLevel::new(
+            "prediction",
+            PREDICTION_TTL,
+            PREDICTION_TTL,
+            settings.l1_cache_entries,
+            redis.clone(),
+            db.deps.clone(),
+            cache_metrics.clone(),
+        );
+        let companies = TwoLevel::new(
+            "company",
+            COMPANY_TTL,
+            COMPANY_L1_TTL,
+            settings.l1_cache_entries / 10,
+            redis.clone(),
+            db.deps.clone(),
+            cache_metrics,
+        );
+        Self {
+            queue: Queue::new(redis.clone()),
+            keys: Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build(),
+            limiter: Arc::new(RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst)),
+            predictions: Arc::new(predictions),
+            companies: Arc::new(companies),
+            metrics,
+            registry: Arc::new(registry),
+            settings: Arc::new(settings),
+            db,
+            redis,
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! A real PostgreSQL server (Debian's `postgresql`) on a free loopback port, its cluster in a temp
+//! dir, with trust authentication on loopback and durability off (tests need speed, not crashes).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context as _, Result};
+use tempfile::TempDir;
+
+use crate::prometheus::free_port;
+use crate::service::{command_as_postgres, hand_to_postgres, Recipe, Service};
+
+pub const USER: &str = "risk";
+pub const DATABASE: &str = "risk";
+
+pub struct Postgres {
+    pub service: Service,
+    _dir: TempDir,
+}
+
+fn bin_dir() -> Result<&'static str> {
+    ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
+        .into_iter()
+        .find(|d| Path::new(d).join("postgres").exists())
+        .context("PostgreSQL is not installed: run scripts/install-deps.sh")
+}
+
+impl Postgres {
+    /// Creates a cluster with the role and database `risk` and starts it.
+    pub fn start() -> Result<Self> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new().prefix("postgres-").tempdir()?;
+        hand_to_postgres(dir.path())?;
+        let data = dir.path().join("data");
+        let out = command_as_postgres(&format!("{bin}/initdb"))
+            .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let port = free_port()?;
+        let settings = [
+            "listen_addresses=127.0.0.1",
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "max_connections=300",
+            "shared_buffers=128MB",
+        ];
+        let mut args = vec!["-D".to_owned(), data.display().to_string(), "-p".to_owned(), port.to_string()];
+        args.extend(["-k".to_owned(), dir.path().display().to_string()]);
+        for s in settings {
+            args.extend(["-c".to_owned(), s.to_owned()]);
+        }
+        let service = Service::start(Recipe {
+            name: "postgres",
+            program: format!("{bin}/postgres"),
+            args,
+            port,
+            unprivileged: true,
+        })?;
+        let pg = Self { service, _dir: dir };
+        pg.create_database()?;
+        Ok(pg)
+    }
+
+    fn create_database(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &self.service.port().to_string(), "-U", USER, "-d", "postgres"])
+                .args(["-v", "ON_ERROR_STOP=1", "-qc", &format!("CREATE DATABASE {DATABASE}")])
+                .output()
+                .context("running psql")?;
+            if out.status.success() {
+                return Ok(());
+            }
+            // The port accepts before the server takes connections ("starting up").
+            if std::time::Instant::now() > deadline {
+                bail!("creating the database failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.service.port()
+    }
+
+    /// A direct connection URL (migrations need session features PgBouncer does not keep).
+    pub fn url(&self) -> String {
+        format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port())
+    }
+}

@@ -1,0 +1,54 @@
+//! A real Redis server (Debian's `redis-server`) on a free loopback port with persistence off and
+//! the operator's eviction settings.
+
+use anyhow::Result;
+use tempfile::TempDir;
+
+use crate::prometheus::free_port;
+use crate::service::{Recipe, Service};
+
+pub struct Redis {
+    pub service: Service,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("redis-").tempdir()?;
+        let port = free_port()?;
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            "1gb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--dir",
+            &dir.path().display().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let service = Service::start(Recipe {
+            name: "redis",
+            program: "redis-server".to_owned(),
+            args,
+            port,
+            unprivileged: false,
+        })?;
+        Ok(Self { service, _dir: dir })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.service.port()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port())
+    }
+}
