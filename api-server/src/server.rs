@@ -30,10 +30,15 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     Ok(AppState::new(db, redis, settings, registry))
 }
 
+/// The tasks a serving process runs beside the router: the queue-length gauges.
+pub fn spawn_background(state: &AppState) {
+    tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let state = state(&args)?;
-    tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
+    spawn_background(&state);
     if let Some(name) = &args.published.breaker_configmap {
         let follower = crate::published::Follower::connect(&args.published.namespace, name)
             .await

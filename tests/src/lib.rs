@@ -1,5 +1,7 @@
 //! Test harness: starts real components (Kubernetes API server, PostgreSQL, PgBouncer, Redis, Prometheus) on loopback for integration tests.
+pub mod api;
 pub mod cluster;
+pub mod http;
 pub mod operator;
 pub mod pgbouncer;
 pub mod postgres;
