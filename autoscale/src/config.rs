@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::signal::Signal;
+
 /// The two scaled components.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -29,6 +31,48 @@ pub struct Bounds {
     pub fallback_replicas: Option<i32>,
 }
 
+/// Sizing the API from its request rate (demand) instead of the seed's two-signal rule: CPU
+/// saturates at 100 % and then hides how much more load is waiting, the request rate does not.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DemandSizing {
+    /// A scale-up sizes the fleet so each pod runs at this share of its capacity:
+    /// `ceil(rate / (capacity * scale_up_utilisation))`, and happens as soon as that exceeds the
+    /// current replicas.
+    pub scale_up_utilisation: f64,
+    /// A scale-down sizes for this share, below `scale_up_utilisation`: a fleet just sized down
+    /// has headroom before the next scale-up, so load that merely returns does not flap it.
+    pub scale_down_utilisation: f64,
+    /// A scale-up sizes for the lowest rate of this window, so one odd sample adds no pods.
+    pub scale_up_window_seconds: i64,
+    /// The fleet a scale-up asks for: `ceil(rate / (capacity * target_utilisation))`.
+    pub target_utilisation: f64,
+    /// A scale-up projects the rate this many seconds ahead along its slope over the scale-up
+    /// window (never down): new pods serve only after starting up.
+    pub lookahead_seconds: i64,
+    /// A scale-down sizes for the highest rate of this window (the HPA's stabilisation window):
+    /// capacity goes only once the load has stayed low this long.
+    pub stabilisation_window_seconds: i64,
+    /// CPU percent at or above which the rate per pod no longer measures a pod's capacity
+    /// (saturated pods queue what they cannot serve), so the last unsaturated estimate is kept.
+    pub saturated_cpu_percent: f64,
+}
+
+impl DemandSizing {
+    /// The riskplatform preset, chosen with the replay simulator on the NASA and WorldCup98
+    /// traces: scale up once pods would run above 72 % and size for 70 %, scale down to 65 % of
+    /// the highest rate of 15 minutes. The 7-point gap between the bars and the long window keep
+    /// flaps rare on minute-to-minute noise; a 30 s scale-up window ignores one-sample spikes.
+    pub const PRESET: Self = Self {
+        scale_up_utilisation: 0.72,
+        target_utilisation: 0.7,
+        scale_down_utilisation: 0.65,
+        scale_up_window_seconds: 30,
+        lookahead_seconds: 0,
+        stabilisation_window_seconds: 900,
+        saturated_cpu_percent: 90.0,
+    };
+}
+
 /// Everything the policy needs besides samples and state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyConfig {
@@ -45,9 +89,9 @@ pub struct PolicyConfig {
     /// Newest sample older than this makes a signal unavailable (stale): two scrapes of 15 s
     /// plus a rule-evaluation delay.
     pub staleness_seconds: i64,
-    /// No scale event in the opposite direction of the previous one within this many seconds
-    /// (0: only the per-direction cooldowns apply, as documented in the seed).
-    pub direction_change_hold_seconds: i64,
+    /// Demand-based sizing of the API (None: the seed's rule decides alone).
+    #[serde(default)]
+    pub demand: Option<DemandSizing>,
 }
 
 impl PolicyConfig {
@@ -85,25 +129,36 @@ impl PolicyConfig {
             fallback_after_failures: 5,
             trend_window_seconds: 1800,
             staleness_seconds: 60,
-            direction_change_hold_seconds: 0,
+            demand: None,
         }
     }
 
-    /// The project's preset, chosen with the replay simulator (docs/autoscaling.md): 30 s
-    /// evaluation periods and a 60 s scale-up cooldown react within a minute to ramps; a low
-    /// request-rate bar lets "busy and CPU high" count as the two signals the rule needs; a CPU
-    /// band of 65/40 and a memory scale-down bar of 60 % (which the memory model passes at
-    /// moderate CPU) let idle capacity go after 600 s; and a 300 s hold after a scale-down keeps
-    /// a scale-up from following it, which removes flaps.
+    /// The project's preset, chosen with the replay simulator (docs/autoscaling.md): the seed's
+    /// thresholds (they decide only until a pod's capacity has been measured, or while the
+    /// request rate is unavailable) plus demand sizing. Scale-ups may follow each other every
+    /// evaluation, because demand sizing counts pods still starting and never asks for them twice;
+    /// a scale-down waits 300 s after any scale event, so capacity just added is not given back
+    /// within the flap interval.
     pub fn riskplatform() -> Self {
         let seed = Self::seed_defaults();
         Self {
-            cpu: Thresholds { scale_up_above: 65.0, scale_down_below: 40.0, evaluation_period_seconds: 30 },
-            memory: Thresholds { scale_up_above: 80.0, scale_down_below: 60.0, evaluation_period_seconds: 30 },
-            request_rate: Thresholds { scale_up_above: 300.0, scale_down_below: 100.0, evaluation_period_seconds: 30 },
-            api: Bounds { scale_up_cooldown_seconds: 60, scale_down_cooldown_seconds: 600, ..seed.api },
-            direction_change_hold_seconds: 300,
+            api: Bounds { scale_up_cooldown_seconds: 15, scale_down_cooldown_seconds: 300, ..seed.api },
+            demand: Some(DemandSizing::PRESET),
             ..seed
+        }
+    }
+
+    /// How far back the operator reads `signal`: its evaluation period, the trend window for CPU
+    /// and request rate, and for the request rate also the demand windows.
+    pub fn read_window_seconds(&self, signal: Signal) -> i64 {
+        let demand = self.demand.map_or(0, |d| d.stabilisation_window_seconds.max(d.scale_up_window_seconds));
+        match signal {
+            Signal::Cpu => self.cpu.evaluation_period_seconds.max(self.trend_window_seconds),
+            Signal::Memory => self.memory.evaluation_period_seconds,
+            Signal::RequestRate => {
+                self.request_rate.evaluation_period_seconds.max(self.trend_window_seconds).max(demand)
+            }
+            Signal::QueueLength => self.queue_length.evaluation_period_seconds,
         }
     }
 

@@ -7,7 +7,7 @@ pub mod signal;
 pub mod sim;
 pub mod state;
 
-pub use config::{Bounds, Component, PolicyConfig, Thresholds};
+pub use config::{Bounds, Component, DemandSizing, PolicyConfig, Thresholds};
 pub use policy::{decide, Inputs};
 pub use signal::{Reading, Signal, SignalState};
 pub use state::{Action, ComponentState, Decision, SignalInput};

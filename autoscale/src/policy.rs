@@ -11,6 +11,12 @@
 //! middle of the signal's band (50 % CPU for 70/30), so one step lands inside the band instead of
 //! on its edge. A step adds at least one replica and at most max(current, 4) (the HPA's default
 //! 100 % or 4 pods); a scale-down removes at least one and at most half.
+//!
+//! With `demand` configured (the riskplatform preset), the API is instead sized from its request
+//! rate and a pod's measured capacity (`demand.rs`); the seed's rule decides whenever the request
+//! rate or a capacity measurement is missing.
+
+mod demand;
 
 use std::collections::BTreeMap;
 
@@ -55,9 +61,10 @@ fn label(s: Signal) -> &'static str {
     }
 }
 
+/// What a rule asks for: a direction, why, and the replica count it sized.
 enum Want {
-    Up(String),
-    Down(String),
+    Up(String, i32),
+    Down(String, i32),
     Hold(String),
 }
 
@@ -91,6 +98,11 @@ pub fn decide(
     }
     let state_of = |s: Signal| judged.iter().find(|i| i.signal == s).map_or(SignalState::Unavailable, |i| i.state);
     let mut next = previous.clone();
+    if let (Component::Api, Some(sizing)) = (component, &config.demand) {
+        let newest = |s: Signal| judged.iter().find(|i| i.signal == s).and_then(|i| i.value);
+        let measured = demand::measured_capacity(sizing, newest(Signal::Cpu), newest(Signal::RequestRate), ready);
+        next.pod_capacity_rps = measured.or(previous.pod_capacity_rps);
+    }
     let all_unavailable = judged.iter().all(|i| i.state == SignalState::Unavailable);
     next.consecutive_metric_failures =
         if all_unavailable { previous.consecutive_metric_failures.saturating_add(1) } else { 0 };
@@ -121,15 +133,23 @@ pub fn decide(
             _ => (current, Action::Hold, format!("held: metrics unavailable ({why})")),
         }
     } else {
-        let want = match component {
-            Component::Api => api_rule(config, inputs, &state_of, now),
-            Component::Workers => match state_of(Signal::QueueLength) {
-                SignalState::High => Want::Up("queue length high".to_owned()),
-                SignalState::Low => Want::Down("queue length low".to_owned()),
+        let by_demand =
+            match (component, &config.demand, next.pod_capacity_rps, inputs.readings.get(&Signal::RequestRate)) {
+                (Component::Api, Some(sizing), Some(capacity), Some(rate)) => {
+                    demand::rule(sizing, rate, capacity, current, now, config.staleness_seconds)
+                }
+                _ => None,
+            };
+        let want = match (by_demand, component) {
+            (Some(want), _) => want,
+            (None, Component::Api) => api_rule(config, inputs, &state_of, now, &judged, ready),
+            (None, Component::Workers) => match state_of(Signal::QueueLength) {
+                SignalState::High => Want::Up("queue length high".to_owned(), size_up(current, ready, &judged)),
+                SignalState::Low => Want::Down("queue length low".to_owned(), size_down(current, &judged)),
                 _ => Want::Hold("queue length within its band".to_owned()),
             },
         };
-        apply_want(want, config, component, inputs, &judged, previous, now, ready)
+        apply_want(want, config, component, inputs, previous, now)
     };
 
     match action {
@@ -150,7 +170,15 @@ pub fn decide(
     (decision, next)
 }
 
-fn api_rule(config: &PolicyConfig, inputs: &Inputs, state_of: &dyn Fn(Signal) -> SignalState, now: i64) -> Want {
+fn api_rule(
+    config: &PolicyConfig,
+    inputs: &Inputs,
+    state_of: &dyn Fn(Signal) -> SignalState,
+    now: i64,
+    judged: &[SignalInput],
+    ready: i32,
+) -> Want {
+    let current = inputs.current_replicas;
     let mut high: Vec<&str> = [Signal::Cpu, Signal::Memory, Signal::RequestRate]
         .into_iter()
         .filter(|s| state_of(*s) == SignalState::High)
@@ -162,9 +190,9 @@ fn api_rule(config: &PolicyConfig, inputs: &Inputs, state_of: &dyn Fn(Signal) ->
         high.push("trending up");
     }
     if high.len() >= 2 {
-        Want::Up(format!("{} high", high.join(", ")))
+        Want::Up(format!("{} high", high.join(", ")), size_up(current, ready, judged))
     } else if state_of(Signal::Cpu) == SignalState::Low && state_of(Signal::Memory) == SignalState::Low {
-        Want::Down("cpu and memory low".to_owned())
+        Want::Down("cpu and memory low".to_owned(), size_down(current, judged))
     } else if high.len() == 1 {
         Want::Hold(format!("only {} high; scale-up needs two signals", high[0]))
     } else {
@@ -172,22 +200,20 @@ fn api_rule(config: &PolicyConfig, inputs: &Inputs, state_of: &dyn Fn(Signal) ->
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Applies bounds, cooldowns and suppression to what a rule asks for.
 fn apply_want(
     want: Want,
     config: &PolicyConfig,
     component: Component,
     inputs: &Inputs,
-    judged: &[SignalInput],
     previous: &ComponentState,
     now: i64,
-    ready: i32,
 ) -> (i32, Action, String) {
     let bounds = config.bounds(component);
     let current = inputs.current_replicas;
     match want {
         Want::Hold(why) => (current, Action::Hold, format!("held: {why}")),
-        Want::Up(why) => {
+        Want::Up(why, sized) => {
             if let Some(block) = &inputs.suppress_scale_up {
                 return (current, Action::Hold, format!("suppressed: {block}"));
             }
@@ -197,18 +223,10 @@ fn apply_want(
             if let Some(left) = left(previous.last_scale_up, bounds.scale_up_cooldown_seconds, now) {
                 return (current, Action::Hold, format!("held: scale-up cooldown, {left} s left ({why})"));
             }
-            let after_down = previous.last_scale_down.filter(|d| previous.last_scale_up.is_none_or(|u| *d > u));
-            if let Some(left) = left(after_down, config.direction_change_hold_seconds, now) {
-                return (
-                    current,
-                    Action::Hold,
-                    format!("held: direction change, {left} s left after a scale-down ({why})"),
-                );
-            }
-            let desired = size_up(current, ready, judged).clamp(bounds.min_replicas, bounds.max_replicas);
+            let desired = sized.clamp(bounds.min_replicas, bounds.max_replicas);
             (desired, Action::ScaleUp, format!("scale up {current} -> {desired}: {why}"))
         }
-        Want::Down(why) => {
+        Want::Down(why, sized) => {
             if current <= bounds.min_replicas {
                 return (current, Action::Hold, format!("held: {why} but at minReplicas {}", bounds.min_replicas));
             }
@@ -216,7 +234,7 @@ fn apply_want(
             if let Some(left) = left(last_event, bounds.scale_down_cooldown_seconds, now) {
                 return (current, Action::Hold, format!("held: scale-down cooldown, {left} s left ({why})"));
             }
-            let desired = size_down(current, judged).clamp(bounds.min_replicas, bounds.max_replicas);
+            let desired = sized.clamp(bounds.min_replicas, bounds.max_replicas);
             (desired, Action::ScaleDown, format!("scale down {current} -> {desired}: {why}"))
         }
     }

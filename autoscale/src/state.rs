@@ -61,6 +61,10 @@ pub struct ComponentState {
     /// Evaluations in a row in which no signal was usable.
     #[serde(default)]
     pub consecutive_metric_failures: u32,
+    /// Requests per second one ready pod serves at 100 % CPU, as last measured while the pods
+    /// were not saturated (demand sizing); kept so a saturated fleet is still sized right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_capacity_rps: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<Decision>,
     /// The latest decisions that changed something or said something new, newest last.

@@ -4,7 +4,7 @@
 //! type: one shared type could not default CPU to 70/30 and memory to 80/40.
 
 use kube::KubeSchema;
-use riskplatform_autoscale::{Bounds, Thresholds};
+use riskplatform_autoscale::{Bounds, DemandSizing, Thresholds};
 use serde::{Deserialize, Serialize};
 
 /// Scaling settings of the whole platform (documented defaults from the design notes).
@@ -33,6 +33,10 @@ pub struct AutoscalingSpec {
     /// Consecutive evaluations without metrics after which a component's fallbackReplicas applies.
     #[serde(default = "default_fallback_after_failures")]
     pub fallback_after_failures: i32,
+    /// Size the API from its request rate instead of the two-signal rule (docs/autoscaling.md);
+    /// absent: the seed's rule alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<DemandSpec>,
 }
 
 fn default_fallback_after_failures() -> i32 {
@@ -49,6 +53,7 @@ impl Default for AutoscalingSpec {
             request_rate: RequestRateSignal::default(),
             queue_length: QueueLengthSignal::default(),
             fallback_after_failures: default_fallback_after_failures(),
+            demand: None,
         }
     }
 }
@@ -411,4 +416,73 @@ fn workers_up_cooldown() -> i64 {
 }
 fn workers_down_cooldown() -> i64 {
     600
+}
+
+/// Demand-based sizing of the API; every field defaults to the riskplatform preset.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("0.0 < self.scaleDownUtilisation && self.scaleDownUtilisation <= self.scaleUpUtilisation && self.scaleUpUtilisation <= 1.0 && 0.0 < self.targetUtilisation && self.targetUtilisation <= 1.0").message("autoscaling.demand: utilisations must lie in (0, 1] with scaleDownUtilisation <= scaleUpUtilisation"),
+    validation = Rule::new("self.scaleUpWindowSeconds >= 0 && self.lookaheadSeconds >= 0 && self.stabilisationWindowSeconds > 0").message("autoscaling.demand: windows must not be negative and the stabilisation window must be positive"),
+    validation = Rule::new("0.0 < self.saturatedCpuPercent && self.saturatedCpuPercent <= 100.0").message("autoscaling.demand: saturatedCpuPercent must lie in (0, 100]")
+)]
+pub struct DemandSpec {
+    /// Scale up once the request rate needs more pods than run at this share of their capacity.
+    #[serde(default = "demand_up")]
+    pub scale_up_utilisation: f64,
+    /// Share of capacity a scale-up sizes the fleet for.
+    #[serde(default = "demand_target")]
+    pub target_utilisation: f64,
+    /// Share of capacity a scale-down sizes the fleet for (headroom against flaps).
+    #[serde(default = "demand_down")]
+    pub scale_down_utilisation: f64,
+    /// A scale-up sizes for the lowest request rate of this many seconds.
+    #[serde(default = "demand_up_window")]
+    pub scale_up_window_seconds: i64,
+    /// Seconds a scale-up projects a rising request rate ahead (pod start-up time).
+    #[serde(default = "demand_lookahead")]
+    pub lookahead_seconds: i64,
+    /// A scale-down sizes for the highest request rate of this many seconds.
+    #[serde(default = "demand_stabilisation")]
+    pub stabilisation_window_seconds: i64,
+    /// CPU percent from which pods count as saturated and their capacity is not measured.
+    #[serde(default = "demand_saturated")]
+    pub saturated_cpu_percent: f64,
+}
+
+impl DemandSpec {
+    /// The sizing in the shape the policy takes.
+    pub fn sizing(&self) -> DemandSizing {
+        DemandSizing {
+            scale_up_utilisation: self.scale_up_utilisation,
+            target_utilisation: self.target_utilisation,
+            scale_down_utilisation: self.scale_down_utilisation,
+            scale_up_window_seconds: self.scale_up_window_seconds,
+            lookahead_seconds: self.lookahead_seconds,
+            stabilisation_window_seconds: self.stabilisation_window_seconds,
+            saturated_cpu_percent: self.saturated_cpu_percent,
+        }
+    }
+}
+
+fn demand_up() -> f64 {
+    DemandSizing::PRESET.scale_up_utilisation
+}
+fn demand_target() -> f64 {
+    DemandSizing::PRESET.target_utilisation
+}
+fn demand_down() -> f64 {
+    DemandSizing::PRESET.scale_down_utilisation
+}
+fn demand_up_window() -> i64 {
+    DemandSizing::PRESET.scale_up_window_seconds
+}
+fn demand_lookahead() -> i64 {
+    DemandSizing::PRESET.lookahead_seconds
+}
+fn demand_stabilisation() -> i64 {
+    DemandSizing::PRESET.stabilisation_window_seconds
+}
+fn demand_saturated() -> f64 {
+    DemandSizing::PRESET.saturated_cpu_percent
 }

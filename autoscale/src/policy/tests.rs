@@ -453,20 +453,3 @@ fn a_noisy_flat_series_is_not_a_trend() {
     assert_eq!(crate::signal::rising(&noisy, NOW, 1800, 60), Some(false));
     assert_eq!(crate::signal::rising(&ramp(40.0, 60.0, 1800, NOW), NOW, 1800, 60), Some(true));
 }
-
-#[test]
-fn a_direction_change_hold_keeps_a_scale_up_from_following_a_scale_down_too_soon() {
-    let mut config = seed();
-    config.direction_change_hold_seconds = 300;
-    let hot = || api(flat(95.0, 300, NOW), flat(95.0, 300, NOW), flat(3000.0, 180, NOW), 4);
-    let after_down = ComponentState { last_scale_down: Some(NOW - 120), ..Default::default() };
-    let (d, _) = decide(&config, Component::Api, &hot(), &after_down, NOW);
-    assert_eq!(d.action, Action::Hold);
-    assert!(d.reason.contains("direction change, 180 s left"), "{}", d.reason);
-    // An earlier scale-down followed by a scale-up does not hold the next scale-up.
-    let down_then_up =
-        ComponentState { last_scale_down: Some(NOW - 900), last_scale_up: Some(NOW - 600), ..Default::default() };
-    assert_eq!(decide(&config, Component::Api, &hot(), &down_then_up, NOW).0.action, Action::ScaleUp);
-    // The seed leaves it off.
-    assert_eq!(decide(&seed(), Component::Api, &hot(), &after_down, NOW).0.action, Action::ScaleUp);
-}

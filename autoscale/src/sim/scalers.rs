@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::{Component, PolicyConfig};
-use crate::policy::{decide, Inputs};
+use crate::policy::{decide, signals_of, Inputs};
 use crate::signal::{Reading, Signal};
 use crate::state::ComponentState;
 
@@ -38,12 +38,7 @@ pub struct PolicyScaler {
 
 impl PolicyScaler {
     pub fn new(name: &str, config: PolicyConfig) -> Self {
-        let keep_seconds = [config.cpu, config.memory, config.request_rate]
-            .iter()
-            .map(|b| b.evaluation_period_seconds)
-            .chain([config.trend_window_seconds])
-            .max()
-            .unwrap_or(1800);
+        let keep_seconds = signals_of(Component::Api).iter().map(|s| config.read_window_seconds(*s)).max().unwrap_or(0);
         Self { name: name.to_owned(), config, state: ComponentState::default(), history: VecDeque::new(), keep_seconds }
     }
 
@@ -77,7 +72,8 @@ impl Scaler for PolicyScaler {
             suppress_scale_up: None,
         };
         let (decision, state) = decide(&self.config, Component::Api, &inputs, &self.state, obs.now);
-        // The simulator keeps no history of its own decisions; only cooldown state matters.
+        // The simulator keeps no history of its own decisions; only cooldowns and the measured
+        // capacity matter.
         self.state = ComponentState { history: Vec::new(), last_decision: None, ..state };
         decision.desired_replicas
     }

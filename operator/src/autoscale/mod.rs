@@ -39,6 +39,7 @@ pub fn policy_config(spec: &RiskPlatformSpec) -> PolicyConfig {
         api: a.api.bounds(),
         workers: a.workers.bounds(),
         fallback_after_failures: u32::try_from(a.fallback_after_failures).unwrap_or(1),
+        demand: a.demand.as_ref().map(riskplatform_crd::DemandSpec::sizing),
         ..PolicyConfig::seed_defaults()
     }
 }
@@ -129,17 +130,8 @@ pub async fn scale_platform(
         let target =
             queries::QueryTarget { namespace: &namespace, platform: &names.platform, deployment: deployment_name };
         for &signal in signals_of(component) {
-            let period = match signal {
-                Signal::Cpu => config.cpu.evaluation_period_seconds,
-                Signal::Memory => config.memory.evaluation_period_seconds,
-                Signal::RequestRate => config.request_rate.evaluation_period_seconds,
-                Signal::QueueLength => config.queue_length.evaluation_period_seconds,
-            };
-            // CPU and request rate also feed the API's 30-minute trend.
-            let window = match signal {
-                Signal::Cpu | Signal::RequestRate => period.max(config.trend_window_seconds),
-                _ => period,
-            };
+            // Beyond its evaluation period, a signal may feed the API's trend or demand windows.
+            let window = config.read_window_seconds(signal);
             let reading = match &prometheus {
                 Some(client) => {
                     prometheus::range(client, &queries::render(&query_template(&rp.spec, signal), &target), now, window)
