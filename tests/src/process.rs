@@ -9,8 +9,9 @@ use anyhow::{ensure, Context as _, Result};
 /// `cargo nextest run --workspace` builds every binary before running tests.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // Test executables live in target/<profile>/deps.
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).context("target directory of the test")?;
+    // Test executables live in target/<profile>/deps, the harness's own binaries in target/<profile>.
+    let dir = exe.parent().context("directory of the running executable")?;
+    let profile_dir = if dir.ends_with("deps") { dir.parent().context("target directory of the test")? } else { dir };
     let path = profile_dir.join(name);
     ensure!(path.exists(), "{} is not built: run `cargo build --workspace --bins` first", path.display());
     Ok(path)
