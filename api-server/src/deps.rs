@@ -183,6 +183,12 @@ impl Deps {
         self.state.get_or_create(&label(d)).set(b.state().gauge());
     }
 
+    /// Whether calls to `d` are being refused right now (open, recovery timeout not yet over).
+    pub fn rejecting(&self, d: Dependency) -> bool {
+        let now = self.now_ms();
+        self.breaker(d).rejects(now)
+    }
+
     pub fn state(&self, d: Dependency) -> State {
         self.breaker(d).state()
     }

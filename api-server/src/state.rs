@@ -17,6 +17,7 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::ratelimit::RateLimiter;
+use crate::writer::PredictionWriter;
 
 /// Settings handlers read.
 #[derive(Clone, Debug)]
@@ -38,6 +39,7 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub predictions: Arc<TwoLevel<PredictionRecord>>,
     pub companies: Arc<TwoLevel<Company>>,
+    pub writer: PredictionWriter,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
@@ -60,7 +62,8 @@ pub fn redis_connection(args: &RedisArgs) -> anyhow::Result<ConnectionManager> {
 }
 
 impl AppState {
-    /// Assembles the state; `registry` already holds the dependency metrics of `db.deps`.
+    /// Assembles the state (on a Tokio runtime: it starts the prediction writer); `registry`
+    /// already holds the dependency metrics of `db.deps`.
     pub fn new(db: Db, redis: ConnectionManager, settings: Settings, mut registry: Registry) -> Self {
         let metrics = Metrics::register(&mut registry);
         let cache_metrics = CacheMetrics::register(&mut registry);
@@ -86,6 +89,7 @@ impl AppState {
             queue: Queue::new(redis.clone()),
             keys: Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build(),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst)),
+            writer: PredictionWriter::spawn(db.clone()),
             predictions: Arc::new(predictions),
             companies: Arc::new(companies),
             metrics,

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
-use riskplatform_breaker::State as BreakerState;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -154,8 +153,7 @@ impl Worker {
     async fn take_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let deps = self.state.db.deps.clone();
         while !*stop.borrow() {
-            let down =
-                [Dependency::Database, Dependency::Redis].into_iter().any(|d| deps.state(d) == BreakerState::Open);
+            let down = [Dependency::Database, Dependency::Redis].into_iter().any(|d| deps.rejecting(d));
             let taken = if down {
                 None
             } else {

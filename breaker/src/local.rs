@@ -78,6 +78,15 @@ impl LocalBreaker {
         }
     }
 
+    /// Whether a call at `now` would be refused because the breaker is open, without asking
+    /// (a caller that polls for work uses it to wait instead of taking work it cannot do).
+    pub fn rejects(&self, now: i64) -> bool {
+        match self.published {
+            Some(state) => state == State::Open,
+            None => self.state == State::Open && now - self.since_ms < self.recovery_ms(),
+        }
+    }
+
     fn admit_probe(&mut self) -> Admission {
         if self.probes_in_flight < self.config.half_open_max_calls {
             self.probes_in_flight += 1;
@@ -236,6 +245,7 @@ mod tests {
         let opened = feed(&mut b, 0, &[false; 5]) - 100;
         assert_eq!(b.admit(opened + 1_000), Admission::Rejected { retry_after_ms: 59_000 });
         assert_eq!(b.admit(opened + 59_999), Admission::Rejected { retry_after_ms: 1_000 });
+        assert!(b.rejects(opened + 59_999) && !b.rejects(opened + 60_000));
         assert_eq!(b.admit(opened + 60_000), Admission::Allowed);
         assert_eq!(b.state(), State::HalfOpen);
     }

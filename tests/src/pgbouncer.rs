@@ -54,6 +54,7 @@ impl PgBouncer {
             args: vec![ini.display().to_string()],
             port,
             unprivileged: true,
+            stop_signal: "TERM",
         })?;
         Ok(Self { service, _dir: dir })
     }

@@ -61,6 +61,7 @@ impl Postgres {
             args,
             port,
             unprivileged: true,
+            stop_signal: "INT",
         })?;
         let pg = Self { service, _dir: dir };
         pg.create_database()?;

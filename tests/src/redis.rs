@@ -40,6 +40,7 @@ impl Redis {
             args,
             port,
             unprivileged: false,
+            stop_signal: "TERM",
         })?;
         Ok(Self { service, _dir: dir })
     }

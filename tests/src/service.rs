@@ -17,6 +17,8 @@ pub struct Recipe {
     pub port: u16,
     /// Drop root privileges to the `postgres` user before exec.
     pub unprivileged: bool,
+    /// The signal that stops it promptly (PostgreSQL's SIGTERM waits for clients to leave).
+    pub stop_signal: &'static str,
 }
 
 pub struct Service {
@@ -87,10 +89,10 @@ impl Service {
         wait_for_port(r.port, Duration::from_secs(30)).with_context(|| format!("{} did not start", r.name))
     }
 
-    /// Stops the server (SIGTERM, SIGKILL after 10 s) and waits until it has exited.
+    /// Stops the server (its stop signal, SIGKILL after 10 s) and waits until it has exited.
     pub fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill").arg(format!("-{}", self.recipe.stop_signal)).arg(child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while child.try_wait()?.is_none() {
             if Instant::now() > deadline {

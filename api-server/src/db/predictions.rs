@@ -31,41 +31,67 @@ pub struct HistoryEntry {
     pub risk_level: String,
 }
 
-pub async fn insert(
+/// A prediction to store.
+#[derive(Clone, Debug)]
+pub struct NewPrediction {
+    pub tenant: Uuid,
+    pub company: Uuid,
+    pub statement: Option<Uuid>,
+    pub input_hash: Vec<u8>,
+    pub prediction: Prediction,
+}
+
+/// Stores several predictions with one statement; returns them in the given order.
+pub async fn insert_many(
     conn: &mut PgConnection,
-    tenant: Uuid,
-    company: Uuid,
-    statement: Option<Uuid>,
-    input_hash: &[u8],
-    p: &Prediction,
-) -> Result<PredictionRecord, sqlx::Error> {
-    let row = sqlx::query!(
+    items: &[NewPrediction],
+) -> Result<Vec<PredictionRecord>, sqlx::Error> {
+    let ids: Vec<Uuid> = items.iter().map(|_| Uuid::new_v4()).collect();
+    let col = |f: fn(&NewPrediction) -> Uuid| items.iter().map(f).collect::<Vec<_>>();
+    let (tenants, companies) = (col(|i| i.tenant), col(|i| i.company));
+    let statements: Vec<Option<Uuid>> = items.iter().map(|i| i.statement).collect();
+    let hashes: Vec<Vec<u8>> = items.iter().map(|i| i.input_hash.clone()).collect();
+    let versions: Vec<String> = items.iter().map(|i| i.prediction.model_version.clone()).collect();
+    let probabilities: Vec<f64> = items.iter().map(|i| i.prediction.probability).collect();
+    let levels: Vec<&str> = items.iter().map(|i| i.prediction.risk_level.as_str()).collect();
+    let o_scores: Vec<f64> = items.iter().map(|i| i.prediction.o_score).collect();
+    let z_scores: Vec<f64> = items.iter().map(|i| i.prediction.z_score).collect();
+    let zones: Vec<&str> = items.iter().map(|i| i.prediction.zone.as_str()).collect();
+    let ratios: Vec<Json<&Ratios>> = items.iter().map(|i| Json(&i.prediction.ratios)).collect();
+    let rows = sqlx::query!(
         "INSERT INTO predictions (id, tenant_id, company_id, statement_id, input_hash, model_version, probability,
              risk_level, o_score, z_score, zone, ratios)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bytea[], $6::text[],
+             $7::float8[], $8::text[], $9::float8[], $10::float8[], $11::text[], $12::jsonb[])
          RETURNING id, created_at",
-        Uuid::new_v4(),
-        tenant,
-        company,
-        statement,
-        input_hash,
-        p.model_version,
-        p.probability,
-        p.risk_level.as_str(),
-        p.o_score,
-        p.z_score,
-        p.zone.as_str(),
-        Json(&p.ratios) as _,
+        &ids,
+        &tenants,
+        &companies,
+        &statements as _,
+        &hashes,
+        &versions,
+        &probabilities,
+        &levels as _,
+        &o_scores,
+        &z_scores,
+        &zones as _,
+        &ratios as _,
     )
-    .fetch_one(unnamed(conn))
+    .fetch_all(unnamed(conn))
     .await?;
-    Ok(PredictionRecord {
-        id: row.id,
-        company_id: company,
-        statement_id: statement,
-        created_at: row.created_at,
-        prediction: p.clone(),
-    })
+    let created: std::collections::HashMap<Uuid, DateTime<Utc>> =
+        rows.into_iter().map(|r| (r.id, r.created_at)).collect();
+    Ok(items
+        .iter()
+        .zip(ids)
+        .map(|(item, id)| PredictionRecord {
+            id,
+            company_id: item.company,
+            statement_id: item.statement,
+            created_at: created.get(&id).copied().unwrap_or_else(Utc::now),
+            prediction: item.prediction.clone(),
+        })
+        .collect())
 }
 
 /// The latest prediction of a company, with everything behind it.

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::companies::active_company;
 use super::{page_limit, JsonBody, PathParams, QueryParams};
 use crate::auth::{hex, Action, Caller};
-use crate::db::predictions::{self, HistoryEntry, PredictionRecord};
+use crate::db::predictions::{self, HistoryEntry, NewPrediction, PredictionRecord};
 use crate::db::statements;
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::PredictionLabels;
@@ -105,24 +105,31 @@ pub async fn predict(
         return Ok((StatusCode::OK, Json(hit)));
     }
     active_company(&state, &caller, company_id).await?;
-    let mut tx = state.db.begin().await?;
-    let stored = async {
-        let (statement_id, statement) = match input {
-            PredictionInput::Inline(s) => (None, s),
-            PredictionInput::Stored(id) => match statements::get(&mut tx, caller.tenant, company_id, id).await? {
-                Some(stored) => (Some(id), stored.statement),
-                None => return Ok(Err(ApiError::NotFound(format!("statement {id} of company {company_id}")))),
-            },
-        };
-        let prediction = match score(&state, &statement, "api") {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e)),
-        };
-        let hash = input_hash(&version, &statement);
-        predictions::insert(&mut tx, caller.tenant, company_id, statement_id, &hash, &prediction).await.map(Ok)
-    }
-    .await;
-    let record = state.db.finish(tx, stored).await??;
+    let (statement_id, statement) = match input {
+        PredictionInput::Inline(s) => (None, s),
+        PredictionInput::Stored(id) => {
+            let mut tx = state.db.begin().await?;
+            let found = statements::get(&mut tx, caller.tenant, company_id, id).await;
+            let stored = state
+                .db
+                .finish(tx, found)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("statement {id} of company {company_id}")))?;
+            (Some(id), stored.statement)
+        }
+    };
+    let prediction = score(&state, &statement, "api")?;
+    let input_hash = input_hash(&version, &statement);
+    let record = state
+        .writer
+        .write(NewPrediction {
+            tenant: caller.tenant,
+            company: company_id,
+            statement: statement_id,
+            input_hash,
+            prediction,
+        })
+        .await?;
     state.predictions.put(&key, &record).await;
     Ok((StatusCode::CREATED, Json(record)))
 }
