@@ -107,6 +107,10 @@ def test_install_creates_the_operator_with_restricted_security_and_least_privile
     assert verbs[("riskplatform.io", "riskplatforms/status")] == {"get", "patch", "update"}
     assert verbs[("coordination.k8s.io", "leases")] >= {"get", "create", "update"}
     assert "delete" not in verbs[("riskplatform.io", "riskplatforms")], "the operator never deletes platforms"
+    for resource in ("roles", "rolebindings"):
+        assert verbs[("rbac.authorization.k8s.io", resource)] == {"get", "list", "watch", "create", "patch"}
+    assert not any(v & {"escalate", "bind", "impersonate"} for v in verbs.values()), "no RBAC escalation"
+    assert ("rbac.authorization.k8s.io", "clusterroles") not in verbs, "platform access is namespaced"
     assert not any("*" in v for v in verbs.values()), "no wildcard verbs"
     binding = kubectl(cluster, "get", "clusterrolebinding", "rp-riskplatform-operator")
     assert binding["subjects"][0] == {"kind": "ServiceAccount", "name": "rp-riskplatform-operator", "namespace": ns}

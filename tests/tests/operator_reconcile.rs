@@ -6,6 +6,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use riskplatform_crd::{condition, RiskPlatform};
@@ -104,6 +105,12 @@ async fn every_child_exists_with_an_owner_reference_and_ready_follows_the_worklo
         owned_by::<Secret>(client, ns, "risk-pgbouncer-auth", &uid).await?;
         owned_by::<StatefulSet>(client, ns, "risk-redis", &uid).await?;
         owned_by::<PodDisruptionBudget>(client, ns, "risk-api", &uid).await?;
+        let role = owned_by::<Role>(client, ns, "risk-breaker-reader", &uid).await?;
+        let names = role.rules.unwrap_or_default().into_iter().flat_map(|r| r.resource_names.unwrap_or_default());
+        ensure!(names.eq(["risk-circuit-breakers".to_owned()]), "role not limited to the breaker ConfigMap");
+        let binding = owned_by::<RoleBinding>(client, ns, "risk-breaker-reader", &uid).await?;
+        let subjects = binding.subjects.unwrap_or_default();
+        ensure!(subjects.iter().map(|s| s.name.as_str()).eq(["risk"]), "bound to {subjects:?}");
         Ok(())
     })
     .await?;
@@ -195,6 +202,17 @@ async fn a_deleted_or_hand_edited_child_is_restored() -> Result<()> {
     eventually(WAIT, || async {
         let uid = services.get("risk-api").await?.uid();
         ensure!(uid != old_uid, "service not recreated yet");
+        Ok(())
+    })
+    .await?;
+
+    // The API pods' read access to the breaker ConfigMap comes back as well.
+    let roles: Api<Role> = Api::namespaced(client.clone(), ns);
+    let old_role = eventually(WAIT, || async { Ok(roles.get("risk-breaker-reader").await?.uid()) }).await?;
+    roles.delete("risk-breaker-reader", &DeleteParams::default()).await?;
+    eventually(WAIT, || async {
+        let uid = roles.get("risk-breaker-reader").await?.uid();
+        ensure!(uid != old_role, "role not recreated yet");
         Ok(())
     })
     .await?;
@@ -328,6 +346,9 @@ async fn deleting_the_platform_removes_what_it_made() -> Result<()> {
         let owned =
             cms.list(&Default::default()).await?.items.iter().filter(|c| !c.owner_references().is_empty()).count();
         ensure!(owned == 0, "{owned} owned configmaps left");
+        // No access to the breaker ConfigMap outlives the platform.
+        ensure!(Api::<Role>::namespaced(client.clone(), ns).get_opt("risk-breaker-reader").await?.is_none());
+        ensure!(Api::<RoleBinding>::namespaced(client.clone(), ns).get_opt("risk-breaker-reader").await?.is_none());
         Ok(())
     })
     .await?;

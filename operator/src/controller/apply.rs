@@ -76,9 +76,11 @@ pub async fn apply_all(client: &Client, namespace: &str, children: &Children) ->
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, Service};
 
-    let mut applied = Vec::with_capacity(14);
+    let mut applied = Vec::with_capacity(16);
     let mut observed = super::status::Observed::default();
     applied.push(apply(client, namespace, &children.service_account).await?.1);
+    applied.push(apply(client, namespace, &children.breaker_reader_role).await?.1);
+    applied.push(apply(client, namespace, &children.breaker_reader_binding).await?.1);
     applied.push(apply(client, namespace, &children.pgbouncer_config).await?.1);
     applied.push(apply(client, namespace, &children.pgbouncer_auth).await?.1);
     let (pgb, a) = apply(client, namespace, &children.pgbouncer_deployment).await?;

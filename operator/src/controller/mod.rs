@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -67,7 +68,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         .owns(ctx.owned_api::<ConfigMap>(&client), owned.clone())
         .owns(ctx.owned_api::<Secret>(&client), owned.clone())
         .owns(ctx.owned_api::<ServiceAccount>(&client), owned.clone())
-        .owns(ctx.owned_api::<PodDisruptionBudget>(&client), owned)
+        .owns(ctx.owned_api::<PodDisruptionBudget>(&client), owned.clone())
+        .owns(ctx.owned_api::<Role>(&client), owned.clone())
+        .owns(ctx.owned_api::<RoleBinding>(&client), owned)
         // A referenced credentials Secret appearing or changing must wake the platforms using it.
         .watches(ctx.owned_api::<Secret>(&client), watcher::Config::default(), move |secret: Secret| {
             let namespace = secret.namespace();

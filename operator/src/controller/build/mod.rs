@@ -5,12 +5,14 @@
 
 mod common;
 mod pgbouncer;
+mod rbac;
 mod redis;
 mod workloads;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use riskplatform_crd::{RedisMode, RiskPlatform};
 
@@ -23,6 +25,9 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Children {
     pub service_account: ServiceAccount,
+    /// Lets the ServiceAccount read the published circuit-breaker ConfigMap, and nothing else.
+    pub breaker_reader_role: Role,
+    pub breaker_reader_binding: RoleBinding,
     pub api_deployment: Deployment,
     pub api_service: Service,
     pub api_pdb: PodDisruptionBudget,
@@ -53,6 +58,10 @@ pub struct Names {
     pub redis: String,
     pub pgbouncer: String,
     pub pgbouncer_auth: String,
+    /// The ConfigMap the operator publishes breaker state in and the API pods follow.
+    pub breaker_configmap: String,
+    /// The Role and RoleBinding granting read access to `breaker_configmap`.
+    pub breaker_reader: String,
 }
 
 impl Names {
@@ -64,6 +73,8 @@ impl Names {
             redis: format!("{platform}-redis"),
             pgbouncer: format!("{platform}-pgbouncer"),
             pgbouncer_auth: format!("{platform}-pgbouncer-auth"),
+            breaker_configmap: crate::circuit::configmap_name(platform),
+            breaker_reader: format!("{platform}-breaker-reader"),
         }
     }
 }
@@ -86,8 +97,11 @@ pub fn build(rp: &RiskPlatform, validated: &Validated) -> Result<Children> {
         (RedisMode::Managed, _) => format!("redis://{}:{}", names.redis, redis::PORT),
     };
     let workloads = workloads::build(&ctx, validated, &redis_url);
+    let breaker_reader = rbac::build(&ctx);
     Ok(Children {
         service_account: common::service_account(&ctx),
+        breaker_reader_role: breaker_reader.role,
+        breaker_reader_binding: breaker_reader.binding,
         api_deployment: workloads.api_deployment,
         api_service: workloads.api_service,
         api_pdb: workloads.api_pdb,

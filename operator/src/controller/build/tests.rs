@@ -33,6 +33,8 @@ fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
 fn all_metadata(c: &Children) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
     let mut m = vec![
         &c.service_account.metadata,
+        &c.breaker_reader_role.metadata,
+        &c.breaker_reader_binding.metadata,
         &c.api_deployment.metadata,
         &c.api_service.metadata,
         &c.api_pdb.metadata,
@@ -54,7 +56,7 @@ fn every_child_is_owned_by_the_platform_and_lives_in_its_namespace() {
     let rp = fixture("minimal.yaml");
     let children = build(&rp, &validated("pw")).expect("build");
     let metas = all_metadata(&children);
-    assert_eq!(metas.len(), 13);
+    assert_eq!(metas.len(), 15);
     for meta in metas {
         assert_eq!(meta.namespace.as_deref(), Some("prod"));
         let owners = meta.owner_references.as_ref().expect("owner references");
@@ -63,6 +65,52 @@ fn every_child_is_owned_by_the_platform_and_lives_in_its_namespace() {
         assert_eq!(owners[0].uid, "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
         assert_eq!(owners[0].controller, Some(true));
     }
+}
+
+#[test]
+fn the_api_follows_the_published_breaker_configmap_of_its_own_namespace() {
+    let children = build(&fixture("external-redis.yaml"), &validated("pw")).expect("build");
+    let api = container(&children.api_deployment, "api");
+    assert_eq!(env(api, "RISK_BREAKER_CONFIGMAP").value.as_deref(), Some("ext-circuit-breakers"));
+    assert_eq!(crate::circuit::configmap_name("ext"), "ext-circuit-breakers");
+    let namespace = env(api, "POD_NAMESPACE").value_from.as_ref().and_then(|v| v.field_ref.as_ref()).expect("ref");
+    assert_eq!(namespace.field_path, "metadata.namespace");
+    let worker = container(&children.worker_deployment, "worker");
+    let migrate = container(&children.api_deployment, "migrate");
+    for c in [worker, migrate] {
+        let names: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert!(!names.contains(&"RISK_BREAKER_CONFIGMAP") && !names.contains(&"POD_NAMESPACE"), "{}", c.name);
+    }
+}
+
+#[test]
+fn the_service_account_may_read_the_breaker_configmap_and_nothing_else() {
+    let children = build(&fixture("external-redis.yaml"), &validated("pw")).expect("build");
+    let role = &children.breaker_reader_role;
+    assert_eq!(role.name_any(), "ext-breaker-reader");
+    let rules = role.rules.as_deref().expect("rules");
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(rule.resources.as_deref(), Some(&["configmaps".to_owned()][..]));
+    assert_eq!(rule.resource_names.as_deref(), Some(&["ext-circuit-breakers".to_owned()][..]));
+    assert_eq!(rule.verbs, ["get", "list", "watch"]);
+    assert!(rule.non_resource_urls.is_none());
+
+    let binding = &children.breaker_reader_binding;
+    assert_eq!(binding.name_any(), "ext-breaker-reader");
+    let role_ref = &binding.role_ref;
+    assert_eq!(
+        (role_ref.api_group.as_str(), role_ref.kind.as_str(), role_ref.name.as_str()),
+        ("rbac.authorization.k8s.io", "Role", "ext-breaker-reader")
+    );
+    let subjects = binding.subjects.as_deref().expect("subjects");
+    assert_eq!(subjects.len(), 1);
+    assert_eq!((subjects[0].kind.as_str(), subjects[0].namespace.as_deref()), ("ServiceAccount", Some("prod")));
+    // The subject is the account the API pods run as, whatever that is named.
+    let pod = children.api_deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
+    assert_eq!(pod.service_account_name.as_deref(), Some(subjects[0].name.as_str()));
+    assert_eq!(children.service_account.name_any(), subjects[0].name);
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -42,7 +42,7 @@ pub fn build(ctx: &BuildContext, validated: &Validated, redis_url: &str) -> Work
     let mut api = common::container("api", api_image);
     api.args = Some(vec!["serve".to_owned()]);
     api.ports = Some(vec![common::port("http", API_PORT)]);
-    api.env = Some(with(env.clone(), "RISK_LISTEN_ADDR", &format!("0.0.0.0:{API_PORT}")));
+    api.env = Some(api_env(ctx, env.clone()));
     api.resources = Some(spec.api.resources.clone());
     api.liveness_probe = Some(common::http_probe("/health/live", "http", 30, 15));
     api.readiness_probe = Some(common::http_probe("/health/ready", "http", 5, 5));
@@ -92,6 +92,22 @@ fn app_env(ctx: &BuildContext, redis_url: &str) -> Vec<EnvVar> {
         None => env.push(value_env("REDIS_URL", redis_url)),
     }
     env.push(value_env("RUST_LOG", "info"));
+    env
+}
+
+/// The API's own variables: its listener, and the breaker ConfigMap it follows in its own
+/// namespace (from the downward API, so the pod needs no extra permission to learn it).
+fn api_env(ctx: &BuildContext, mut env: Vec<EnvVar>) -> Vec<EnvVar> {
+    env.push(value_env("RISK_LISTEN_ADDR", &format!("0.0.0.0:{API_PORT}")));
+    env.push(value_env("RISK_BREAKER_CONFIGMAP", &ctx.names.breaker_configmap));
+    env.push(EnvVar {
+        name: "POD_NAMESPACE".to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: "metadata.namespace".to_owned(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     env
 }
 
