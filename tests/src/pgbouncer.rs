@@ -41,6 +41,7 @@ impl PgBouncer {
                  max_db_connections = 200\n\
                  ignore_startup_parameters = extra_float_digits\n\
                  server_connect_timeout = 2\n\
+                 server_login_retry = 1\n\
                  query_wait_timeout = 10\n\
                  log_connections = 0\n\
                  log_disconnections = 0\n",

@@ -1,8 +1,8 @@
 //! Benchmarks the prediction API on loopback against real PostgreSQL, PgBouncer and Redis, with
 //! the release binaries as processes: req/s and p50/p95/p99 for a bare axum JSON endpoint (the
 //! ceiling), a cached prediction, an uncached prediction (written to PostgreSQL) and a history
-//! query, side by side in one run; the uncached prediction at a fixed 2,000 req/s; and a
-//! 100,000-row bulk job with 3 workers.
+//! query, side by side in one run (wrk); the uncached prediction at a fixed 2,000 req/s (this
+//! crate's open-loop generator, which wrk lacks); and a 100,000-row bulk job with 3 workers.
 //!
 //! `cargo build --release --workspace --bins && target/release/api-bench [SECONDS]`
 
@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use reqwest::Method;
 use riskplatform_tests::api::ApiStack;
 use riskplatform_tests::http::{bulk_csv, statement, ApiClient};
-use riskplatform_tests::load::{closed_loop, open_loop, Report, Spec};
+use riskplatform_tests::load::{open_loop, Report, Spec};
 use riskplatform_tests::process::{binary, ChildProcess};
 use riskplatform_tests::prometheus::{free_port, http_ok};
 use serde_json::json;
@@ -41,6 +41,64 @@ fn row(name: &str, r: &Report) {
         r.percentile_ms(0.99),
         errors
     );
+}
+
+/// One closed-loop run of wrk (C, two threads): an efficient client, so that on this 2-core
+/// machine the server, not the load generator, is what runs out. `body` may contain `%d`, which
+/// becomes a number unique per request (uncached predictions).
+fn wrk(url: &str, method: &str, key: Option<&str>, body: Option<&str>, seconds: u64) -> Result<WrkResult> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("bench.lua");
+    let auth = key.map_or(String::new(), |k| format!("wrk.headers[\"Authorization\"] = \"Bearer {k}\"\n"));
+    let body = body.map_or("nil".to_owned(), |b| format!("[=[{b}]=]"));
+    std::fs::write(
+        &script,
+        format!(
+            r#"wrk.method = "{method}"
+wrk.headers["Content-Type"] = "application/json"
+{auth}local template = {body}
+local threads = 0
+setup = function(thread) threads = threads + 1; thread:set("base", threads * 100000000) end
+local n = 0
+request = function()
+  n = n + 1
+  local b = template and string.gsub(template, "%%d", tostring((base or 0) + n)) or nil
+  return wrk.format(nil, nil, nil, b)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"#
+        ),
+    )?;
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .context("running wrk (Debian package wrk; scripts/install-deps.sh installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .with_context(|| format!("wrk printed no result: {text}"))?;
+    let v: Vec<f64> = line.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    Ok(WrkResult { rate: v[0] / (v[1] / 1e6), errors: v[2] + v[3], p50: v[4] / 1e3, p95: v[5] / 1e3, p99: v[6] / 1e3 })
+}
+
+struct WrkResult {
+    rate: f64,
+    errors: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+}
+
+fn wrk_row(name: &str, r: &WrkResult) {
+    println!("| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {} |", r.rate, r.p50, r.p95, r.p99, r.errors);
 }
 
 #[tokio::main]
@@ -82,53 +140,23 @@ async fn main() -> Result<()> {
     let cached_body = json!({"statement": statement(42.0)}).to_string();
     c.post(&format!("/api/v1/companies/{company}/predictions"), serde_json::from_str(&cached_body)?).await?;
 
-    println!("\nClosed loop, {CONNECTIONS} connections, {seconds} s each, one after another in one run:\n");
+    println!("\nClosed loop with wrk (2 threads, {CONNECTIONS} connections), {seconds} s each, one after another in one run:\n");
     println!("| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let bare_url = format!("{bare}/echo");
-    let body = cached_body.clone();
-    let r = closed_loop(CONNECTIONS, duration, move |_| Spec {
-        method: Method::POST,
-        url: bare_url.clone(),
-        key: None,
-        body: Some(body.clone()),
-    })
-    .await;
-    let ceiling = r.rate();
-    row("bare axum JSON (ceiling)", &r);
-    let (url, k, body) = (predictions.clone(), key.clone(), cached_body.clone());
-    let r = closed_loop(CONNECTIONS, duration, move |_| Spec {
-        method: Method::POST,
-        url: url.clone(),
-        key: Some(k.clone()),
-        body: Some(body.clone()),
-    })
-    .await;
-    let cached = r.rate();
-    row("cached prediction", &r);
-    let (url, k) = (predictions.clone(), key.clone());
-    let r = closed_loop(CONNECTIONS, duration, move |n| Spec {
-        method: Method::POST,
-        url: url.clone(),
-        key: Some(k.clone()),
-        body: Some(json!({"statement": statement(n as f64)}).to_string()),
-    })
-    .await;
-    row("uncached prediction (writes PostgreSQL)", &r);
+    let ceiling = wrk(&format!("{bare}/echo"), "POST", None, Some(&cached_body), seconds)?;
+    wrk_row("bare axum JSON (ceiling)", &ceiling);
+    let cached = wrk(&predictions, "POST", Some(&key), Some(&cached_body), seconds)?;
+    wrk_row("cached prediction", &cached);
+    let unique = json!({"statement": statement(0.0)}).to_string().replace("\"ebit\":0.0", "\"ebit\":%d");
+    let uncached = wrk(&predictions, "POST", Some(&key), Some(&unique), seconds)?;
+    wrk_row("uncached prediction (writes PostgreSQL)", &uncached);
     // The phases above inserted tens of thousands of predictions within seconds; autovacuum
     // would analyze the table soon after, so do it now rather than measure a planner without
     // statistics.
     sqlx::query("VACUUM ANALYZE predictions").execute(&stack.sql().await?).await?;
-    let (url, k) = (format!("{predictions}?limit=50"), key.clone());
-    let r = closed_loop(CONNECTIONS, duration, move |_| Spec {
-        method: Method::GET,
-        url: url.clone(),
-        key: Some(k.clone()),
-        body: None,
-    })
-    .await;
-    row("history (50 newest of ~25,000)", &r);
-    println!("\ncached / bare = {:.0} %", 100.0 * cached / ceiling);
+    let history = wrk(&format!("{predictions}?limit=50"), "GET", Some(&key), None, seconds)?;
+    wrk_row("history (50 newest)", &history);
+    println!("\ncached / bare = {:.0} %", 100.0 * cached.rate / ceiling.rate);
 
     println!("\nOpen loop at 2,000 req/s for {seconds} s, uncached predictions:\n");
     println!("| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |");
