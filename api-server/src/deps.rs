@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use riskplatform_breaker::local::{Admission, LocalBreaker};
+use riskplatform_breaker::local::{Admission, LocalBreaker, Published};
 use riskplatform_breaker::{BreakerConfig, State};
 use serde::Serialize;
 
@@ -176,7 +176,7 @@ impl Deps {
 
     /// Follows the state the operator published for the whole platform (None: not published or
     /// unreadable, so this pod's own breaker decides).
-    pub fn follow(&self, d: Dependency, published: Option<State>) {
+    pub fn follow(&self, d: Dependency, published: Option<Published>) {
         let now = self.now_ms();
         let mut b = self.breaker(d);
         b.follow(published, now);

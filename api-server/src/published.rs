@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use riskplatform_breaker::local::Published;
 use riskplatform_breaker::State;
 
 use crate::deps::{Dependency, Deps};
@@ -20,18 +21,21 @@ pub struct Follower {
     name: String,
 }
 
-/// The published state of each dependency in a ConfigMap's data.
-pub fn parse(cm: &ConfigMap) -> [(Dependency, Option<State>); 2] {
+/// The published state of each dependency in a ConfigMap's data (`<dependency>` holds the
+/// state, `<dependency>.mode` says whether an override forced it).
+pub fn parse(cm: &ConfigMap) -> [(Dependency, Option<Published>); 2] {
     let data = cm.data.as_ref();
     Dependency::ALL.map(|d| {
-        let state = data.and_then(|m| m.get(d.as_str())).and_then(|v| match v.as_str() {
+        let value = |key: &str| data.and_then(|m| m.get(key)).map(String::as_str);
+        let state = value(d.as_str()).and_then(|v| match v {
             "Closed" => Some(State::Closed),
             "Open" => Some(State::Open),
             "HalfOpen" => Some(State::HalfOpen),
             "Disabled" => Some(State::Disabled),
             _ => None,
         });
-        (d, state)
+        let forced = value(&format!("{d}.mode")) == Some("Forced");
+        (d, state.map(|state| Published { state, forced }))
     })
 }
 
@@ -45,7 +49,7 @@ impl Follower {
         Self { api: Api::namespaced(client, namespace), name: name.to_owned() }
     }
 
-    fn apply(deps: &Deps, published: [(Dependency, Option<State>); 2]) {
+    fn apply(deps: &Deps, published: [(Dependency, Option<Published>); 2]) {
         for (d, state) in published {
             deps.follow(d, state);
         }
@@ -85,7 +89,15 @@ mod tests {
             "data": {"database": "Open", "database.since": "1", "redis": "Sideways"}
         }))
         .expect("configmap");
-        assert_eq!(parse(&cm), [(Dependency::Database, Some(State::Open)), (Dependency::Redis, None)]);
+        let open = Published { state: State::Open, forced: false };
+        assert_eq!(parse(&cm), [(Dependency::Database, Some(open)), (Dependency::Redis, None)]);
         assert_eq!(parse(&ConfigMap::default()), [(Dependency::Database, None), (Dependency::Redis, None)]);
+        let forced: ConfigMap = serde_json::from_value(serde_json::json!({
+            "data": {"database": "Closed", "database.mode": "Forced", "redis": "Closed", "redis.mode": "Auto"}
+        }))
+        .expect("configmap");
+        let [(_, database), (_, redis)] = parse(&forced);
+        assert_eq!(database, Some(Published { state: State::Closed, forced: true }));
+        assert_eq!(redis, Some(Published { state: State::Closed, forced: false }));
     }
 }

@@ -5,12 +5,22 @@
 //! `minimum_calls` were seen; fail fast while open; after `recovery_timeout_seconds` let
 //! `half_open_max_calls` probes through; close when they all succeed, re-open on a failed probe.
 //!
-//! A state published by the operator for the whole platform overrides the local judgement while
-//! it is known ([`LocalBreaker::follow`]); when it cannot be read, the local breaker decides.
+//! A state the operator publishes for the whole platform is followed ([`LocalBreaker::follow`]):
+//! a forced one (an override in the spec) exactly; a computed one as a floor, so a platform-wide
+//! Open or HalfOpen applies to every pod while a pod whose own breaker opened stays open even if
+//! the platform as a whole is still closed. When it cannot be read, the local breaker decides.
 
 use std::collections::VecDeque;
 
 use crate::{BreakerConfig, State};
+
+/// The operator's published state for the platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub state: State,
+    /// Set by an override in the spec: followed exactly, even against the local judgement.
+    pub forced: bool,
+}
 
 /// Whether a call may go out now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +42,7 @@ pub struct LocalBreaker {
     window: VecDeque<(i64, bool)>,
     probes_in_flight: u32,
     probe_successes: u32,
-    published: Option<State>,
+    published: Option<Published>,
 }
 
 impl LocalBreaker {
@@ -49,9 +59,15 @@ impl LocalBreaker {
         }
     }
 
-    /// The state in force: the operator's when published, else this process's own.
+    /// The state in force: a forced published state; else the stricter of the published and the
+    /// local one; else (nothing published) the local one.
     pub fn state(&self) -> State {
-        self.published.unwrap_or(self.state)
+        match self.published {
+            Some(Published { state, forced: true }) => state,
+            Some(Published { state: State::Open, .. }) => State::Open,
+            Some(Published { state: State::HalfOpen, .. }) if self.state == State::Closed => State::HalfOpen,
+            _ => self.state,
+        }
     }
 
     fn recovery_ms(&self) -> i64 {
@@ -72,9 +88,11 @@ impl LocalBreaker {
     /// Milliseconds until an open breaker lets a probe through (at least one second otherwise,
     /// a sensible Retry-After for a failure the breaker has not yet acted on).
     pub fn retry_after_ms(&self, now: i64) -> i64 {
-        match self.state() {
-            State::Open if self.published.is_none() => (self.since_ms + self.recovery_ms() - now).max(1000),
-            _ => 1000,
+        let local_open = self.state == State::Open && !matches!(self.published, Some(Published { forced: true, .. }));
+        if local_open {
+            (self.since_ms + self.recovery_ms() - now).max(1000)
+        } else {
+            1000
         }
     }
 
@@ -82,8 +100,9 @@ impl LocalBreaker {
     /// (a caller that polls for work uses it to wait instead of taking work it cannot do).
     pub fn rejects(&self, now: i64) -> bool {
         match self.published {
-            Some(state) => state == State::Open,
-            None => self.state == State::Open && now - self.since_ms < self.recovery_ms(),
+            Some(Published { state, forced: true }) => state == State::Open,
+            Some(Published { state: State::Open, .. }) => true,
+            _ => self.state == State::Open && now - self.since_ms < self.recovery_ms(),
         }
     }
 
@@ -100,10 +119,12 @@ impl LocalBreaker {
     /// turns half-open here and admits up to `half_open_max_calls` probes.
     pub fn admit(&mut self, now: i64) -> Admission {
         match self.published {
-            Some(State::Closed | State::Disabled) => return Admission::Allowed,
-            Some(State::Open) => return Admission::Rejected { retry_after_ms: 1000 },
-            Some(State::HalfOpen) => return self.admit_probe(),
-            None => {}
+            Some(Published { state: State::Closed | State::Disabled, forced: true }) => return Admission::Allowed,
+            Some(Published { state: State::Open, .. }) => return Admission::Rejected { retry_after_ms: 1000 },
+            Some(Published { state: State::HalfOpen, forced }) if forced || self.state == State::Closed => {
+                return self.admit_probe()
+            }
+            _ => {}
         }
         match self.state {
             State::Closed | State::Disabled => Admission::Allowed,
@@ -153,12 +174,14 @@ impl LocalBreaker {
     /// Follows the platform-wide state the operator published, or (None) this process's own
     /// judgement when that state is not published or cannot be read. The local breaker keeps
     /// counting meanwhile, so falling back needs no warm-up.
-    pub fn follow(&mut self, published: Option<State>, now: i64) {
-        if published == Some(State::HalfOpen) && self.published != Some(State::HalfOpen) {
+    pub fn follow(&mut self, published: Option<Published>, now: i64) {
+        let was = self.published.map(|p| p.state);
+        let is = published.map(|p| p.state);
+        if is == Some(State::HalfOpen) && was != Some(State::HalfOpen) {
             self.probes_in_flight = 0;
         }
-        // Handed back from a published Open: recover like a local open breaker.
-        if published.is_none() && self.published == Some(State::Open) && self.state == State::Closed {
+        // Handed back from a platform-wide Open: recover like a local open breaker.
+        if is != Some(State::Open) && was == Some(State::Open) && self.state == State::Closed {
             self.enter(State::Open, now);
         }
         self.published = published;
@@ -274,32 +297,54 @@ mod tests {
         assert_eq!(b.admit(t + 60_010), Admission::Allowed);
     }
 
+    fn published(state: State, forced: bool) -> Option<Published> {
+        Some(Published { state, forced })
+    }
+
     #[test]
-    fn the_published_state_wins_over_the_local_judgement() {
+    fn a_forced_published_state_wins_over_the_local_judgement() {
         let cases = [
             (State::Closed, false, Admission::Allowed),
             (State::Disabled, false, Admission::Allowed),
             (State::Open, true, Admission::Rejected { retry_after_ms: 1000 }),
         ];
-        for (published, healthy_locally, want) in cases {
+        for (state, healthy_locally, want) in cases {
             let mut b = LocalBreaker::new(config());
-            if healthy_locally {
-                b.follow(Some(published), 0);
-            } else {
+            if !healthy_locally {
                 feed(&mut b, 0, &[false; 5]);
-                b.follow(Some(published), 1000);
             }
-            assert_eq!(b.admit(2000), want, "{published:?}");
-            assert_eq!(b.state(), published);
+            b.follow(published(state, true), 1000);
+            assert_eq!(b.admit(2000), want, "{state:?}");
+            assert_eq!(b.state(), state);
+        }
+    }
+
+    #[test]
+    fn a_computed_published_state_is_a_floor_for_every_pod() {
+        // (published, this pod's own breaker open?, admission, state in force)
+        let cases = [
+            (State::Open, false, Admission::Rejected { retry_after_ms: 1000 }, State::Open),
+            (State::Closed, false, Admission::Allowed, State::Closed),
+            (State::Closed, true, Admission::Rejected { retry_after_ms: 58_400 }, State::Open),
+            (State::HalfOpen, false, Admission::Allowed, State::HalfOpen),
+        ];
+        for (state, open_locally, want, in_force) in cases {
+            let mut b = LocalBreaker::new(config());
+            if open_locally {
+                feed(&mut b, 0, &[false; 5]);
+            }
+            b.follow(published(state, false), 1000);
+            assert_eq!(b.admit(2000), want, "{state:?}, open locally: {open_locally}");
+            assert_eq!(b.state(), in_force, "{state:?}, open locally: {open_locally}");
         }
     }
 
     #[test]
     fn an_unreadable_published_state_falls_back_to_the_local_breaker() {
         let mut b = LocalBreaker::new(config());
-        b.follow(Some(State::Closed), 0);
+        b.follow(published(State::Closed, true), 0);
         feed(&mut b, 0, &[false; 5]);
-        assert_eq!(b.admit(1000), Admission::Allowed, "published closed wins");
+        assert_eq!(b.admit(1000), Admission::Allowed, "forced closed wins");
         b.follow(None, 1000);
         assert_eq!(b.state(), State::Open, "the local breaker counted the failures meanwhile");
         assert!(matches!(b.admit(1100), Admission::Rejected { .. }));
@@ -308,7 +353,7 @@ mod tests {
     #[test]
     fn leaving_a_published_open_state_recovers_through_half_open() {
         let mut b = LocalBreaker::new(config());
-        b.follow(Some(State::Open), 0);
+        b.follow(published(State::Open, false), 0);
         b.follow(None, 1000);
         assert_eq!(b.state(), State::Open);
         assert_eq!(b.admit(61_000), Admission::Allowed);

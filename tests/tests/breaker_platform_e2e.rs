@@ -2,7 +2,7 @@
 //! whose PgBouncer is stopped, scraped by a real Prometheus; the operator (on a real Kubernetes
 //! API server) computes Open from their failure counters, publishes it, and both API processes
 //! follow within 2 s, including the one that saw no failure itself; a forceClosed override wins
-//! on every process.
+//! on every process, even over a process's own open breaker.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -86,7 +86,8 @@ async fn every_api_process_follows_the_published_breaker_and_a_force_closed_over
         })
         .await?;
         targets.push(Target {
-            job: "risk-api".to_owned(),
+            // Prometheus refuses two scrape configs with one job name.
+            job: pod.to_owned(),
             address: format!("127.0.0.1:{port}"),
             labels: vec![("namespace".to_owned(), ns.clone()), ("pod".to_owned(), pod.to_owned())],
         });

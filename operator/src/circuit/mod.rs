@@ -136,7 +136,7 @@ pub async fn evaluate_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Re
             _ => next.redis = after,
         }
     }
-    publish_configmap(ctx, rp, &namespace, &next).await?;
+    publish_configmap(ctx, rp, &namespace, &next, [spec.overrides.database, spec.overrides.redis]).await?;
     let body = json!({
         "apiVersion": RiskPlatform::api_version(&()),
         "kind": RiskPlatform::kind(&()),
@@ -147,17 +147,29 @@ pub async fn evaluate_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Re
     Ok(next)
 }
 
-/// The state the API pods follow: one key per dependency with its state, plus when and why.
+/// Whether the API pods must take a published state as it is (an override in the spec) or may
+/// be stricter on their own (computed: a pod whose own breaker opened stays open).
+fn published_mode(m: BreakerMode) -> &'static str {
+    match m {
+        BreakerMode::Auto => "Auto",
+        BreakerMode::ForceOpen | BreakerMode::ForceClosed | BreakerMode::Disabled => "Forced",
+    }
+}
+
+/// The state the API pods follow: one key per dependency with its state, whether it is forced,
+/// and when and why.
 async fn publish_configmap(
     ctx: &Context,
     rp: &RiskPlatform,
     namespace: &str,
     status: &CircuitBreakersStatus,
+    modes: [BreakerMode; 2],
 ) -> Result<()> {
     let owner = rp.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let mut data = BTreeMap::new();
-    for (dependency, s) in [("database", &status.database), ("redis", &status.redis)] {
+    for ((dependency, s), m) in [("database", &status.database), ("redis", &status.redis)].into_iter().zip(modes) {
         data.insert(dependency.to_owned(), label(s.state).to_owned());
+        data.insert(format!("{dependency}.mode"), published_mode(m).to_owned());
         data.insert(format!("{dependency}.since"), s.since.to_string());
         data.insert(format!("{dependency}.reason"), s.reason.clone());
     }
