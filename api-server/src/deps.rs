@@ -200,22 +200,23 @@ impl Deps {
         whole_seconds(self.breaker(d).retry_after_ms(now))
     }
 
-    /// Maps a finished database call's result, recording it.
-    pub fn database<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, ApiError> {
+    /// Records a finished call's outcome and maps its error: an outage becomes 503 with the
+    /// breaker's Retry-After, anything else an internal error.
+    fn outcome<T, E>(&self, d: Dependency, result: Result<T, E>, is_outage: fn(&E) -> bool) -> Result<T, ApiError>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
         match result {
             Ok(v) => {
-                self.record(Dependency::Database, false);
+                self.record(d, false);
                 Ok(v)
             }
             Err(e) => {
-                let outage = is_database_outage(&e);
-                self.record(Dependency::Database, outage);
+                let outage = is_outage(&e);
+                self.record(d, outage);
                 if outage {
-                    tracing::warn!(error = %e, "database unavailable");
-                    Err(ApiError::Unavailable {
-                        dependency: Dependency::Database,
-                        retry_after_secs: self.retry_after_secs(Dependency::Database),
-                    })
+                    tracing::warn!(dependency = %d, error = %e, "dependency unavailable");
+                    Err(ApiError::Unavailable { dependency: d, retry_after_secs: self.retry_after_secs(d) })
                 } else {
                     Err(ApiError::internal(e))
                 }
@@ -223,27 +224,14 @@ impl Deps {
         }
     }
 
+    /// Maps a finished database call's result, recording it.
+    pub fn database<T>(&self, result: Result<T, sqlx::Error>) -> Result<T, ApiError> {
+        self.outcome(Dependency::Database, result, is_database_outage)
+    }
+
     /// Maps a finished Redis call's result, recording it.
     pub fn redis<T>(&self, result: Result<T, redis::RedisError>) -> Result<T, ApiError> {
-        match result {
-            Ok(v) => {
-                self.record(Dependency::Redis, false);
-                Ok(v)
-            }
-            Err(e) => {
-                let outage = is_redis_outage(&e);
-                self.record(Dependency::Redis, outage);
-                if outage {
-                    tracing::warn!(error = %e, "redis unavailable");
-                    Err(ApiError::Unavailable {
-                        dependency: Dependency::Redis,
-                        retry_after_secs: self.retry_after_secs(Dependency::Redis),
-                    })
-                } else {
-                    Err(ApiError::internal(e))
-                }
-            }
-        }
+        self.outcome(Dependency::Redis, result, is_redis_outage)
     }
 }
 

@@ -111,3 +111,31 @@ async fn a_worker_killed_mid_job_loses_no_row_and_duplicates_none() -> Result<()
     assert_eq!(dead, 0, "nothing dead-lettered");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunk_out_of_retries_is_reported_as_failed_rows_and_dead_lettered() -> Result<()> {
+    let stack = ApiStack::start()?;
+    let server = stack.serve(&[]).await?;
+    let c = ApiClient::new(&server.url, Some(&stack.create_tenant("poison")?));
+    let accepted = c.upload(bulk_csv(3, None), "?priority=low").await?;
+    let job = accepted.body["id"].as_str().expect("id").to_owned();
+
+    // The chunk's message comes back as if it had failed after every retry.
+    let mut redis = stack.redis_client().await?;
+    let raw: String = redis.rpop("rp:queue:3", None).await?;
+    let mut message: Value = serde_json::from_str(&raw)?;
+    message["attempt"] = 4.into();
+    let _: () = redis.lpush("rp:queue:3", message.to_string()).await?;
+
+    let _worker = stack.worker("w", &[])?;
+    let done = wait_finished(&c, &job, Duration::from_secs(60)).await?;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!((done["failed_rows"].as_i64(), done["chunks_dead"].as_i64()), (Some(3), Some(1)));
+    assert!(done["error"].as_str().is_some_and(|e| e.contains("chunk 0 failed after its retries")), "{done}");
+    let csv = c.get(&format!("/api/v1/jobs/{job}/results")).await?.text;
+    assert_eq!(csv.lines().nth(1), Some("1,R0,,,,not processed: failed 4 times"));
+    let dead: Vec<String> = redis.lrange("rp:dead", 0, -1).await?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains(&job));
+    Ok(())
+}

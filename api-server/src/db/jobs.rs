@@ -137,13 +137,8 @@ pub async fn claim(conn: &mut PgConnection, job: Uuid, chunk_no: i32) -> Result<
     Ok(row.map(|r| Chunk { first_row: r.first_row, rows: r.rows.0 }))
 }
 
-/// Writes a claimed chunk's results and counts them into the job, finishing it with its last chunk.
-pub async fn complete(
-    conn: &mut PgConnection,
-    job: Uuid,
-    chunk_no: i32,
-    results: &[BulkResult],
-) -> Result<(), sqlx::Error> {
+/// Writes results, keeping whatever a chunk processed before wrote (the key is job and row).
+async fn insert_results(conn: &mut PgConnection, job: Uuid, results: &[BulkResult]) -> Result<(), sqlx::Error> {
     let row_nos: Vec<i32> = results.iter().map(|r| r.row_no).collect();
     let references: Vec<Option<String>> = results.iter().map(|r| r.reference.clone()).collect();
     let probabilities: Vec<Option<f64>> = results.iter().map(|r| r.probability).collect();
@@ -162,9 +157,20 @@ pub async fn complete(
         &zones as _,
         &errors as _,
     )
-    .execute(unnamed(&mut *conn))
+    .execute(unnamed(conn))
     .await?;
-    let failed = i32::try_from(errors.iter().filter(|e| e.is_some()).count()).unwrap_or(i32::MAX);
+    Ok(())
+}
+
+/// Writes a claimed chunk's results and counts them into the job, finishing it with its last chunk.
+pub async fn complete(
+    conn: &mut PgConnection,
+    job: Uuid,
+    chunk_no: i32,
+    results: &[BulkResult],
+) -> Result<(), sqlx::Error> {
+    insert_results(&mut *conn, job, results).await?;
+    let failed = i32::try_from(results.iter().filter(|r| r.error.is_some()).count()).unwrap_or(i32::MAX);
     let processed = i32::try_from(results.len()).unwrap_or(i32::MAX);
     sqlx::query!(
         "WITH chunk AS (
@@ -206,20 +212,7 @@ pub async fn bury(conn: &mut PgConnection, job: Uuid, chunk_no: i32, reason: &st
             error: Some(format!("not processed: {reason}")),
         })
         .collect();
-    let row_nos: Vec<i32> = results.iter().map(|r| r.row_no).collect();
-    let references: Vec<Option<String>> = results.iter().map(|r| r.reference.clone()).collect();
-    let errors: Vec<Option<String>> = results.iter().map(|r| r.error.clone()).collect();
-    sqlx::query!(
-        "INSERT INTO bulk_job_results (job_id, row_no, reference, error)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[])
-         ON CONFLICT (job_id, row_no) DO NOTHING",
-        job,
-        &row_nos,
-        &references as _,
-        &errors as _,
-    )
-    .execute(unnamed(&mut *conn))
-    .await?;
+    insert_results(&mut *conn, job, &results).await?;
     let rows = i32::try_from(results.len()).unwrap_or(i32::MAX);
     sqlx::query!(
         "WITH chunk AS (

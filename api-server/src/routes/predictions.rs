@@ -248,11 +248,14 @@ pub async fn history(
         }
     }
     let mut tx = state.db.begin().await?;
+    // The company is looked up only when the page is empty (to tell "no such company" from "no
+    // predictions"), which saves a statement on the common path.
     let found = async {
-        if crate::db::companies::get(&mut tx, caller.tenant, company_id).await?.is_none() {
+        let items = predictions::history(&mut tx, caller.tenant, company_id, q.from, q.to, after, limit).await?;
+        if items.is_empty() && crate::db::companies::get(&mut tx, caller.tenant, company_id).await?.is_none() {
             return Ok(None);
         }
-        predictions::history(&mut tx, caller.tenant, company_id, q.from, q.to, after, limit).await.map(Some)
+        Ok(Some(items))
     }
     .await;
     let items = state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("company {company_id}")))?;
