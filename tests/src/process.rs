@@ -31,6 +31,25 @@ impl ChildProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Asks the process to stop (SIGTERM, as Kubernetes does) and waits up to `within` for it to
+    /// exit; returns whether it exited successfully in time.
+    pub fn terminate(&mut self, within: std::time::Duration) -> Result<bool> {
+        let Some(mut child) = self.child.take() else { return Ok(false) };
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process at once (SIGKILL), as a crashed node would.
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

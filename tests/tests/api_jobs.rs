@@ -139,3 +139,37 @@ async fn a_chunk_out_of_retries_is_reported_as_failed_rows_and_dead_lettered() -
     assert!(dead[0].contains(&job));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_stopped_with_sigterm_finishes_its_chunks_and_leaves_nothing_in_hand() -> Result<()> {
+    let stack = ApiStack::start()?;
+    let server = stack.serve(&[]).await?;
+    let c = ApiClient::new(&server.url, Some(&stack.create_tenant("drain")?));
+    let rows = 30_000;
+    let accepted = c.upload(bulk_csv(rows, None), "").await?;
+    let job = accepted.body["id"].as_str().expect("id").to_owned();
+    let mut redis = stack.redis_client().await?;
+    let mut leaving = stack.worker("leaving", &[])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: i64 = redis.llen("rp:processing:leaving").await?;
+        if held > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never took a chunk");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(leaving.terminate(Duration::from_secs(10))?, "the worker exited cleanly on SIGTERM");
+    let held: i64 = redis.llen("rp:processing:leaving").await?;
+    assert_eq!(held, 0, "nothing left in hand");
+    let workers: Vec<String> = redis.zrange("rp:workers", 0, -1).await?;
+    assert!(!workers.contains(&"leaving".to_owned()), "it signed off: {workers:?}");
+    let mid = c.get(&format!("/api/v1/jobs/{job}")).await?;
+    assert_ne!(mid.body["status"], "completed", "stopped mid-job: {}", mid.text);
+
+    // No heartbeat timeout needed: another worker picks up the rest at once.
+    let _next = stack.worker("next", &[])?;
+    let done = wait_finished(&c, &job, Duration::from_secs(60)).await?;
+    assert_eq!((done["status"].as_str(), done["processed_rows"].as_i64()), (Some("completed"), Some(rows as i64)));
+    Ok(())
+}
