@@ -94,7 +94,7 @@ return n";
 /// Moves a message from the processing list to the dead-letter list.
 const BURY: &str = r"
 redis.call('LREM', KEYS[1], 1, ARGV[1])
-redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1";
 
 #[derive(Clone)]
@@ -137,7 +137,7 @@ impl Queue {
             Ok(message) => Ok(Some(Delivery { raw, message })),
             Err(e) => {
                 tracing::error!(error = %e, message = %raw, "unreadable queue message dead-lettered");
-                self.bury_raw(worker, &raw, &raw).await?;
+                self.bury_raw(worker, &raw).await?;
                 Ok(None)
             }
         }
@@ -175,12 +175,12 @@ impl Queue {
 
     /// Moves a message that exhausted its retries to the dead-letter list.
     pub async fn bury(&self, worker: &str, delivery: &Delivery) -> redis::RedisResult<()> {
-        self.bury_raw(worker, &delivery.raw, &delivery.raw).await
+        self.bury_raw(worker, &delivery.raw).await
     }
 
-    async fn bury_raw(&self, worker: &str, raw: &str, dead: &str) -> redis::RedisResult<()> {
+    async fn bury_raw(&self, worker: &str, raw: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        Script::new(BURY).key(processing_key(worker)).key(DEAD).arg(raw).arg(dead).invoke_async(&mut conn).await
+        Script::new(BURY).key(processing_key(worker)).key(DEAD).arg(raw).invoke_async(&mut conn).await
     }
 
     /// Moves due retries back to their queues.

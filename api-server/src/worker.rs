@@ -18,10 +18,12 @@ use crate::db::jobs::{self, BulkResult};
 use crate::db::Db;
 use crate::deps::{Dependency, Deps};
 use crate::error::ApiError;
-use crate::metrics::{OutcomeLabels, PredictionLabels};
+use crate::metrics::{Metrics, OutcomeLabels, PredictionLabels};
 use crate::model;
+use crate::queue::Queue;
 use crate::queue::{backoff, Delivery, MAX_RETRIES};
-use crate::state::{redis_connection, AppState, Settings};
+use crate::routes::health::Probes;
+use crate::state::redis_connection;
 
 /// How long an idle worker waits before looking at the queue again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -65,7 +67,9 @@ pub fn score_rows(chunk: &jobs::Chunk) -> Vec<BulkResult> {
 
 struct Worker {
     id: String,
-    state: AppState,
+    db: Db,
+    queue: Queue,
+    metrics: Metrics,
 }
 
 enum Outcome {
@@ -75,11 +79,11 @@ enum Outcome {
 
 impl Worker {
     fn count(&self, outcome: &'static str) {
-        self.state.metrics.chunks.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.metrics.chunks.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     async fn process(&self, d: &Delivery) -> Result<Outcome, ApiError> {
-        let db = &self.state.db;
+        let db = &self.db;
         let (job, chunk_no) = (d.message.job, d.message.chunk);
         let mut tx = db.begin().await?;
         let result = async {
@@ -88,7 +92,7 @@ impl Worker {
             for r in &results {
                 let risk_level =
                     r.risk_level.as_deref().and_then(model::RiskLevel::parse).map_or("error", |l| l.as_str());
-                self.state.metrics.predictions.get_or_create(&PredictionLabels { risk_level, source: "bulk" }).inc();
+                self.metrics.predictions.get_or_create(&PredictionLabels { risk_level, source: "bulk" }).inc();
             }
             jobs::complete(&mut tx, job, chunk_no, &results).await?;
             Ok(Outcome::Done)
@@ -98,17 +102,17 @@ impl Worker {
     }
 
     async fn bury(&self, d: &Delivery, reason: &str) -> Result<(), ApiError> {
-        let db = &self.state.db;
+        let db = &self.db;
         let mut tx = db.begin().await?;
         let buried = jobs::bury(&mut tx, d.message.job, d.message.chunk, reason).await;
         db.finish(tx, buried).await?;
-        self.state.db.deps.redis(self.state.queue.bury(&self.id, d).await)
+        self.db.deps.redis(self.queue.bury(&self.id, d).await)
     }
 
     /// Handles one delivery to the end: acknowledged, deferred or buried.
     async fn handle(&self, d: Delivery) {
-        let queue = &self.state.queue;
-        let deps = &self.state.db.deps;
+        let queue = &self.queue;
+        let deps = &self.db.deps;
         let m = &d.message;
         if m.attempt > MAX_RETRIES {
             let reason = format!("failed {} times", m.attempt);
@@ -151,14 +155,14 @@ impl Worker {
     }
 
     async fn take_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let deps = self.state.db.deps.clone();
+        let deps = self.db.deps.clone();
         while !*stop.borrow() {
             let down = [Dependency::Database, Dependency::Redis].into_iter().any(|d| deps.rejecting(d));
             let taken = if down {
                 None
             } else {
                 match deps.admit(Dependency::Redis) {
-                    Ok(()) => deps.redis(self.state.queue.take(&self.id).await).ok().flatten(),
+                    Ok(()) => deps.redis(self.queue.take(&self.id).await).ok().flatten(),
                     Err(_) => None,
                 }
             };
@@ -186,7 +190,7 @@ impl Worker {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            let q = &self.state.queue;
+            let q = &self.queue;
             let now = now_ms();
             let result = async {
                 q.heartbeat(&self.id, now).await?;
@@ -207,22 +211,16 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
     let db = Db { pool: crate::db::pool(&args.database), deps };
     let redis = redis_connection(&args.redis)?;
-    let settings = Settings {
-        model_version: model::MODEL_VERSION.to_owned(),
-        bulk_max_rows: 0,
-        l1_cache_entries: 1,
-        rate_limit_per_second: 0.0,
-        rate_limit_burst: 1.0,
-    };
-    let state = AppState::new(db, redis, settings, registry);
+    let queue = Queue::new(redis.clone());
+    let metrics = Metrics::register(&mut registry);
     let id = args.worker_id.clone().unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4()));
-    let worker = Arc::new(Worker { id: id.clone(), state: state.clone() });
+    let worker = Arc::new(Worker { id: id.clone(), db: db.clone(), queue: queue.clone(), metrics: metrics.clone() });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
     let (stop_tx, stop) = watch::channel(false);
-    let admin = crate::routes::admin_router(state.clone());
+    let admin = crate::routes::admin_router(Probes { db, redis }, Arc::new(registry));
     let mut admin_stop = stop.clone();
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(listener, admin)
@@ -231,10 +229,10 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             })
             .await;
     });
-    tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
+    tokio::spawn(metrics.watch_queues(queue.clone(), Duration::from_secs(2)));
 
     // Chunks left in this worker's list by an earlier process under the same name go back first.
-    if let Err(e) = state.queue.release(&id).await {
+    if let Err(e) = queue.release(&id).await {
         tracing::warn!(error = %e, "could not check for chunks of an earlier run");
     }
     tracing::info!(worker = %id, concurrency = args.concurrency, "worker started");
@@ -250,7 +248,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     }
     let _ = housekeeping.await;
     // Nothing should be left in hand; if something is, it goes back to the queue.
-    if let Err(e) = state.queue.release(&id).await {
+    if let Err(e) = queue.release(&id).await {
         tracing::warn!(error = %e, "could not return this worker's chunks; another worker will after the heartbeat timeout");
     }
     let _ = admin_task.await;

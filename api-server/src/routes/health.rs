@@ -3,15 +3,30 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::Json;
 use redis::AsyncCommands;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::db::Db;
 use crate::deps::Dependency;
 use crate::state::AppState;
+
+/// What readiness probes: the database (through PgBouncer) and Redis, the same connections the
+/// process serves with.
+#[derive(Clone)]
+pub struct Probes {
+    pub db: Db,
+    pub redis: redis::aio::ConnectionManager,
+}
+
+impl FromRef<AppState> for Probes {
+    fn from_ref(state: &AppState) -> Self {
+        Self { db: state.db.clone(), redis: state.redis.clone() }
+    }
+}
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -38,7 +53,7 @@ pub async fn live() -> Json<Health> {
     Json(Health { status: "ok", checks: Vec::new() })
 }
 
-async fn check<F>(state: &AppState, dependency: Dependency, probe: F) -> Check
+async fn check<F>(probes: &Probes, dependency: Dependency, probe: F) -> Check
 where
     F: std::future::Future<Output = Result<(), String>>,
 {
@@ -47,19 +62,19 @@ where
         Ok(Err(e)) => Some(e),
         Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
     };
-    let breaker = format!("{:?}", state.db.deps.state(dependency));
+    let breaker = format!("{:?}", probes.db.deps.state(dependency));
     Check { dependency, ok: error.is_none(), breaker, error }
 }
 
 #[utoipa::path(get, path = "/health/ready", tag = "health", security(),
     responses((status = 200, body = Health), (status = 503, description = "PostgreSQL or Redis is unreachable", body = Health)))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let database = check(&state, Dependency::Database, async { state.db.ping().await.map_err(|e| e.to_string()) });
-    let redis = check(&state, Dependency::Redis, async {
-        state.db.deps.admit(Dependency::Redis).map_err(|e| e.to_string())?;
-        let mut conn = state.redis.clone();
+pub async fn ready(State(probes): State<Probes>) -> (StatusCode, Json<Health>) {
+    let database = check(&probes, Dependency::Database, async { probes.db.ping().await.map_err(|e| e.to_string()) });
+    let redis = check(&probes, Dependency::Redis, async {
+        probes.db.deps.admit(Dependency::Redis).map_err(|e| e.to_string())?;
+        let mut conn = probes.redis.clone();
         let pong: redis::RedisResult<String> = conn.ping().await;
-        state.db.deps.redis(pong).map(|_| ()).map_err(|e| e.to_string())
+        probes.db.deps.redis(pong).map(|_| ()).map_err(|e| e.to_string())
     });
     let (database, redis) = tokio::join!(database, redis);
     let ok = database.ok && redis.ok;

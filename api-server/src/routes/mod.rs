@@ -12,6 +12,8 @@ pub mod statements;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -53,12 +55,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What a worker serves: health and metrics only.
-pub fn admin_router(state: AppState) -> Router {
+pub fn admin_router(probes: health::Probes, registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .with_state(state.clone())
-        .merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(state.registry.clone()))
+        .with_state(probes)
+        .merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(registry))
 }
 
 async fn no_route(uri: axum::http::Uri) -> ApiError {
