@@ -180,8 +180,9 @@ impl LocalBreaker {
         if is == Some(State::HalfOpen) && was != Some(State::HalfOpen) {
             self.probes_in_flight = 0;
         }
-        // Handed back from a platform-wide Open: recover like a local open breaker.
-        if is != Some(State::Open) && was == Some(State::Open) && self.state == State::Closed {
+        // Handed back from a platform-wide Open because it became unreadable (not because the
+        // operator moved on): recover like a local open breaker rather than close at once.
+        if is.is_none() && was == Some(State::Open) && self.state == State::Closed {
             self.enter(State::Open, now);
         }
         self.published = published;
@@ -358,5 +359,17 @@ mod tests {
         assert_eq!(b.state(), State::Open);
         assert_eq!(b.admit(61_000), Admission::Allowed);
         assert_eq!(b.state(), State::HalfOpen);
+    }
+
+    #[test]
+    fn a_platform_that_moved_on_from_open_leaves_a_healthy_pod_closed() {
+        for forced in [false, true] {
+            let mut b = LocalBreaker::new(config());
+            b.follow(published(State::Open, false), 0);
+            b.follow(published(State::Closed, forced), 1000);
+            b.follow(None, 2000);
+            assert_eq!(b.state(), State::Closed, "forced: {forced}");
+            assert_eq!(b.admit(2100), Admission::Allowed);
+        }
     }
 }

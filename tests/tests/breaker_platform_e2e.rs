@@ -2,14 +2,15 @@
 //! whose PgBouncer is stopped, scraped by a real Prometheus; the operator (on a real Kubernetes
 //! API server) computes Open from their failure counters, publishes it, and both API processes
 //! follow within 2 s, including the one that saw no failure itself; a forceClosed override wins
-//! on every process, even over a process's own open breaker.
+//! on every process, even over a process's own open breaker; when the published state cannot be
+//! read, each process falls back to its own breaker.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use riskplatform_breaker::State;
 use riskplatform_crd::RiskPlatform;
@@ -106,7 +107,7 @@ async fn every_api_process_follows_the_published_breaker_and_a_force_closed_over
     }))?;
     let platforms: Api<RiskPlatform> = Api::namespaced(client.clone(), &ns);
     platforms.create(&PostParams::default(), &rp).await?;
-    let _operator = RunningOperator::start(client.clone(), &ns);
+    let operator = RunningOperator::start(client.clone(), &ns);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     eventually(Duration::from_secs(30), || async {
         ensure!(published(&configmaps).await.as_deref() == Some("Closed"));
@@ -158,6 +159,24 @@ async fn every_api_process_follows_the_published_breaker_and_a_force_closed_over
         published_after.as_millis(),
         followed.as_millis()
     );
+
+    // The published state becomes unreadable (the operator is gone and the ConfigMap deleted):
+    // each process falls back to its own breaker, open on the first, closed on the second.
+    operator.stop().await?;
+    configmaps.delete("risk-circuit-breakers", &DeleteParams::default()).await?;
+    let started = Instant::now();
+    loop {
+        let own = (breaker_gauge(&urls[0]).await?, breaker_gauge(&urls[1]).await?);
+        if own == (1.0, 0.0) {
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(2),
+            "processes did not fall back to their own breakers: {own:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("fell back to their own breakers {} ms after the ConfigMap was deleted", started.elapsed().as_millis());
     stack.pgbouncer.service.resume()?;
     Ok(())
 }
