@@ -221,10 +221,11 @@ pub fn predict(s: &Statement) -> Result<Prediction, ModelError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn healthy() -> Statement {
+    /// A sound company's statement, shared by tests elsewhere in the crate.
+    pub(crate) fn healthy() -> Statement {
         Statement {
             total_assets: 1000.0,
             total_liabilities: 300.0,

@@ -285,21 +285,7 @@ pub async fn latest(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn statement() -> Statement {
-        Statement {
-            total_assets: 1000.0,
-            total_liabilities: 300.0,
-            current_assets: 400.0,
-            current_liabilities: 150.0,
-            retained_earnings: 350.0,
-            ebit: 150.0,
-            net_income: 100.0,
-            previous_net_income: 90.0,
-            funds_from_operations: 140.0,
-            book_equity: 700.0,
-        }
-    }
+    use crate::model::tests::healthy as statement;
 
     #[test]
     fn a_new_model_version_or_another_tenant_never_shares_a_cache_key() {
