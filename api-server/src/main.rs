@@ -2,21 +2,20 @@ use clap::Parser;
 use riskplatform_api::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C). The handlers are
+/// installed here, before any work starts: a signal that arrived before a lazily installed
+/// handler would kill the process instead of draining it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown requested");
+        tracing::info!("shutdown requested");
+    })
 }
 
 #[tokio::main]
@@ -30,8 +29,8 @@ async fn main() -> anyhow::Result<()> {
         logs.init();
     }
     match cli.command {
-        Command::Serve(args) => riskplatform_api::server::run(args, shutdown_signal()).await,
-        Command::Worker(args) => riskplatform_api::worker::run(args, shutdown_signal()).await,
+        Command::Serve(args) => riskplatform_api::server::run(args, shutdown_signal()?).await,
+        Command::Worker(args) => riskplatform_api::worker::run(args, shutdown_signal()?).await,
         Command::Migrate(args) => riskplatform_api::admin::migrate(&args).await,
         Command::Admin(command) => riskplatform_api::admin::run(command).await,
     }
