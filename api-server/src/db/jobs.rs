@@ -162,38 +162,59 @@ async fn insert_results(conn: &mut PgConnection, job: Uuid, results: &[BulkResul
     Ok(())
 }
 
-/// Writes a claimed chunk's results and counts them into the job, finishing it with its last chunk.
-pub async fn complete(
+/// Marks a claimed chunk `done` or `dead` with its results and counts it into the job, which
+/// finishes with its last chunk: completed, or failed when any chunk is dead. The only place a
+/// job's progress changes.
+async fn finish_chunk(
     conn: &mut PgConnection,
     job: Uuid,
     chunk_no: i32,
+    status: &str,
     results: &[BulkResult],
+    error: Option<String>,
 ) -> Result<(), sqlx::Error> {
     insert_results(&mut *conn, job, results).await?;
     let failed = i32::try_from(results.iter().filter(|r| r.error.is_some()).count()).unwrap_or(i32::MAX);
     let processed = i32::try_from(results.len()).unwrap_or(i32::MAX);
     sqlx::query!(
         "WITH chunk AS (
-             UPDATE bulk_job_chunks SET status = 'done', attempts = attempts + 1
-             WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' RETURNING 1
+             UPDATE bulk_job_chunks SET status = $3, attempts = attempts + 1
+             WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' RETURNING status
+         ), counted AS (
+             SELECT (status = 'done')::int AS done, (status = 'dead')::int AS dead FROM chunk
          )
          UPDATE bulk_jobs SET
-             processed_rows = processed_rows + $3,
-             failed_rows = failed_rows + $4,
-             chunks_done = chunks_done + 1,
+             processed_rows = processed_rows + $4,
+             failed_rows = failed_rows + $5,
+             chunks_done = chunks_done + counted.done,
+             chunks_dead = chunks_dead + counted.dead,
+             error = COALESCE($6, error),
              started_at = COALESCE(started_at, now()),
-             status = CASE WHEN chunks_done + 1 + chunks_dead < chunks_total THEN 'processing'
-                           WHEN chunks_dead > 0 THEN 'failed' ELSE 'completed' END,
-             finished_at = CASE WHEN chunks_done + 1 + chunks_dead = chunks_total THEN now() END
-         WHERE id = $1 AND EXISTS (SELECT 1 FROM chunk)",
+             status = CASE WHEN chunks_done + chunks_dead + 1 < chunks_total THEN 'processing'
+                           WHEN chunks_dead + counted.dead > 0 THEN 'failed' ELSE 'completed' END,
+             finished_at = CASE WHEN chunks_done + chunks_dead + 1 = chunks_total THEN now() END
+         FROM counted
+         WHERE id = $1",
         job,
         chunk_no,
+        status,
         processed,
         failed,
+        error,
     )
     .execute(unnamed(conn))
     .await?;
     Ok(())
+}
+
+/// Writes a claimed chunk's results and counts them into the job.
+pub async fn complete(
+    conn: &mut PgConnection,
+    job: Uuid,
+    chunk_no: i32,
+    results: &[BulkResult],
+) -> Result<(), sqlx::Error> {
+    finish_chunk(conn, job, chunk_no, "done", results, None).await
 }
 
 /// Gives up on a chunk after its last retry: its rows are reported as failed with `reason`.
@@ -212,29 +233,8 @@ pub async fn bury(conn: &mut PgConnection, job: Uuid, chunk_no: i32, reason: &st
             error: Some(format!("not processed: {reason}")),
         })
         .collect();
-    insert_results(&mut *conn, job, &results).await?;
-    let rows = i32::try_from(results.len()).unwrap_or(i32::MAX);
-    sqlx::query!(
-        "WITH chunk AS (
-             UPDATE bulk_job_chunks SET status = 'dead', attempts = attempts + 1
-             WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' RETURNING 1
-         )
-         UPDATE bulk_jobs SET
-             processed_rows = processed_rows + $3,
-             failed_rows = failed_rows + $3,
-             chunks_dead = chunks_dead + 1,
-             error = $4,
-             status = CASE WHEN chunks_done + chunks_dead + 1 < chunks_total THEN 'processing' ELSE 'failed' END,
-             finished_at = CASE WHEN chunks_done + chunks_dead + 1 = chunks_total THEN now() END
-         WHERE id = $1 AND EXISTS (SELECT 1 FROM chunk)",
-        job,
-        chunk_no,
-        rows,
-        format!("chunk {chunk_no} failed after its retries: {reason}"),
-    )
-    .execute(unnamed(conn))
-    .await?;
-    Ok(())
+    let error = format!("chunk {chunk_no} failed after its retries: {reason}");
+    finish_chunk(conn, job, chunk_no, "dead", &results, Some(error)).await
 }
 
 /// A page of a job's results in row order, after `after_row`.
