@@ -3,7 +3,6 @@
 //! per-pod circuit breaker that fails fast while a dependency is down.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -77,15 +76,18 @@ pub fn is_redis_outage(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
+/// One dependency's breaker and its failure streak, under one lock.
 struct Tracked {
-    breaker: Mutex<LocalBreaker>,
-    consecutive: AtomicU64,
+    breaker: LocalBreaker,
+    /// Failures since the last success, whatever the breaker's state (the operator reads it; the
+    /// breaker's own streak restarts when it closes).
+    consecutive: u64,
 }
 
 /// Per-dependency accounting shared by every request and worker task of this process.
 pub struct Deps {
     started: Instant,
-    tracked: [Tracked; 2],
+    tracked: [Mutex<Tracked>; 2],
     calls: Family<DependencyLabel, Counter>,
     failures: Family<DependencyLabel, Counter>,
     consecutive: Family<DependencyLabel, Gauge>,
@@ -94,7 +96,7 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(config: BreakerConfig, registry: &mut Registry) -> Self {
-        let tracked = || Tracked { breaker: Mutex::new(LocalBreaker::new(config)), consecutive: AtomicU64::new(0) };
+        let tracked = || Mutex::new(Tracked { breaker: LocalBreaker::new(config), consecutive: 0 });
         let deps = Self {
             started: Instant::now(),
             tracked: [tracked(), tracked()],
@@ -133,16 +135,17 @@ impl Deps {
         i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn breaker(&self, d: Dependency) -> std::sync::MutexGuard<'_, LocalBreaker> {
-        // A poisoned lock only means another thread panicked while holding it; the breaker's
-        // fields are plain values that stay consistent, so keep using it.
-        self.tracked[d.index()].breaker.lock().unwrap_or_else(|p| p.into_inner())
+    fn tracked(&self, d: Dependency) -> std::sync::MutexGuard<'_, Tracked> {
+        // A poisoned lock only means another thread panicked while holding it; the fields are
+        // plain values that stay consistent, so keep using them.
+        self.tracked[d.index()].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Asks the breaker whether a call to `d` may go out now; fails fast with 503 while open.
     pub fn admit(&self, d: Dependency) -> Result<(), ApiError> {
         let now = self.now_ms();
-        let mut b = self.breaker(d);
+        let mut t = self.tracked(d);
+        let b = &mut t.breaker;
         let admission = b.admit(now);
         self.state.get_or_create(&label(d)).set(b.state().gauge());
         match admission {
@@ -157,28 +160,25 @@ impl Deps {
     pub fn record(&self, d: Dependency, outage: bool) {
         let l = label(d);
         self.calls.get_or_create(&l).inc();
-        let t = &self.tracked[d.index()];
         if outage {
             self.failures.get_or_create(&l).inc();
-            let n = t.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-            self.consecutive.get_or_create(&l).set(i64::try_from(n).unwrap_or(i64::MAX));
-        } else {
-            t.consecutive.store(0, Ordering::Relaxed);
-            self.consecutive.get_or_create(&l).set(0);
         }
         let now = self.now_ms();
-        let mut b = self.breaker(d);
-        if let Some(to) = b.record(!outage, now) {
+        let mut t = self.tracked(d);
+        t.consecutive = if outage { t.consecutive + 1 } else { 0 };
+        self.consecutive.get_or_create(&l).set(i64::try_from(t.consecutive).unwrap_or(i64::MAX));
+        if let Some(to) = t.breaker.record(!outage, now) {
             tracing::warn!(dependency = %d, state = ?to, "circuit breaker changed state");
         }
-        self.state.get_or_create(&l).set(b.state().gauge());
+        self.state.get_or_create(&l).set(t.breaker.state().gauge());
     }
 
     /// Follows the state the operator published for the whole platform (None: not published or
     /// unreadable, so this pod's own breaker decides).
     pub fn follow(&self, d: Dependency, published: Option<Published>) {
         let now = self.now_ms();
-        let mut b = self.breaker(d);
+        let mut t = self.tracked(d);
+        let b = &mut t.breaker;
         b.follow(published, now);
         self.state.get_or_create(&label(d)).set(b.state().gauge());
     }
@@ -186,18 +186,18 @@ impl Deps {
     /// Whether calls to `d` are being refused right now (open, recovery timeout not yet over).
     pub fn rejecting(&self, d: Dependency) -> bool {
         let now = self.now_ms();
-        self.breaker(d).rejects(now)
+        self.tracked(d).breaker.rejects(now)
     }
 
     pub fn state(&self, d: Dependency) -> State {
-        self.breaker(d).state()
+        self.tracked(d).breaker.state()
     }
 
     /// Seconds until a call to `d` is tried again, for Retry-After on errors that were not
     /// rejected by the breaker itself.
     pub fn retry_after_secs(&self, d: Dependency) -> u64 {
         let now = self.now_ms();
-        whole_seconds(self.breaker(d).retry_after_ms(now))
+        whole_seconds(self.tracked(d).breaker.retry_after_ms(now))
     }
 
     /// Records a finished call's outcome and maps its error: an outage becomes 503 with the

@@ -25,10 +25,6 @@ pub fn priority_value(name: &str) -> Option<i16> {
     PRIORITIES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
-pub fn priority_name(value: i16) -> &'static str {
-    PRIORITIES.iter().find(|(_, v)| *v == value).map_or("normal", |(n, _)| n)
-}
-
 fn queue_key(priority: i16) -> String {
     format!("{QUEUE_PREFIX}{priority}")
 }
@@ -251,7 +247,6 @@ mod tests {
     fn priorities_have_the_documented_values() {
         assert_eq!(PRIORITIES.map(|(_, v)| v), [9, 7, 5, 3, 1]);
         assert_eq!(priority_value("batch"), Some(1));
-        assert_eq!(priority_name(9), "critical");
         assert_eq!(priority_value("urgent"), None);
     }
 }

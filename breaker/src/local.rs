@@ -193,15 +193,10 @@ impl LocalBreaker {
 mod tests {
     use super::*;
 
+    /// The documented defaults: 5 failures, 10 % over 60 s with at least 20 calls, 60 s to
+    /// half-open, 3 probes; the expectations below are worked out from them.
     fn config() -> BreakerConfig {
-        BreakerConfig {
-            failure_threshold: 5,
-            failure_rate: 0.10,
-            minimum_calls: 20,
-            window_seconds: 60,
-            recovery_timeout_seconds: 60,
-            half_open_max_calls: 3,
-        }
+        BreakerConfig::default()
     }
 
     /// Feeds `outcomes` (true = success), one call per 100 ms from `start`.
