@@ -129,3 +129,12 @@ where
         }
     }
 }
+
+/// A fresh namespace (named from `prefix`) on a cluster with the CRD installed and the `db`
+/// credentials Secret the test platforms name: where every platform test starts.
+pub async fn platform_namespace(client: &Client, prefix: &str) -> Result<String> {
+    install_crd(client).await?;
+    let ns = namespace(client, prefix).await?;
+    secret(client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    Ok(ns)
+}

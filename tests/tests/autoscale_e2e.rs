@@ -18,7 +18,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::PostParams;
 use kube::Api;
 use riskplatform_crd::RiskPlatform;
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, TestCluster};
+use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
 use riskplatform_tests::operator::RunningOperator;
 use riskplatform_tests::prometheus::{Prometheus, Target};
 use serde_json::json;
@@ -95,9 +95,7 @@ async fn scaled_up_events(events: &Api<Event>) -> Result<Vec<Event>> {
 async fn load_scales_the_api_with_a_reason_and_a_restart_inside_the_cooldown_does_not_scale_again() -> Result<()> {
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
-    install_crd(&client).await?;
-    let ns = namespace(&client, "autoscale").await?;
-    secret(&client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    let ns = platform_namespace(&client, "autoscale").await?;
 
     let (address, served) = serve_stand_in().await?;
     let prometheus = Prometheus::start(&[Target {

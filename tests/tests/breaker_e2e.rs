@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use riskplatform_breaker::State;
 use riskplatform_crd::RiskPlatform;
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, TestCluster};
+use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
 use riskplatform_tests::operator::RunningOperator;
 use riskplatform_tests::prometheus::{Prometheus, Target};
 use serde_json::json;
@@ -82,9 +82,7 @@ async fn database_state(api: &Api<RiskPlatform>) -> Result<(State, String)> {
 async fn failures_open_the_database_breaker_suppress_scaling_recover_and_force_closed_wins() -> Result<()> {
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
-    install_crd(&client).await?;
-    let ns = namespace(&client, "breaker").await?;
-    secret(&client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    let ns = platform_namespace(&client, "breaker").await?;
     let db = Arc::new(Dependency::default());
     let address = serve(db.clone()).await?;
     let prometheus = Prometheus::start(&[Target {

@@ -15,7 +15,7 @@ use kube::Api;
 use riskplatform_breaker::State;
 use riskplatform_crd::RiskPlatform;
 use riskplatform_tests::api::ApiStack;
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, TestCluster};
+use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
 use riskplatform_tests::http::{statement, ApiClient};
 use riskplatform_tests::operator::RunningOperator;
 use riskplatform_tests::process::ChildProcess;
@@ -56,9 +56,7 @@ async fn published(configmaps: &Api<ConfigMap>) -> Option<String> {
 async fn every_api_process_follows_the_published_breaker_and_a_force_closed_override() -> Result<()> {
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
-    install_crd(&client).await?;
-    let ns = namespace(&client, "follow").await?;
-    secret(&client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    let ns = platform_namespace(&client, "follow").await?;
     let mut stack = ApiStack::start()?;
     let key = stack.create_tenant("follow")?;
 

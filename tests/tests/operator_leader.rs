@@ -11,7 +11,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use riskplatform_crd::RiskPlatform;
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, TestCluster};
+use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
 use riskplatform_tests::process::{binary, ChildProcess};
 use serde_json::json;
 
@@ -46,9 +46,7 @@ async fn reporters(client: &Client, ns: &str) -> Result<Vec<String>> {
 async fn the_standby_takes_over_within_the_lease_duration_and_only_the_leader_writes() -> Result<()> {
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
-    install_crd(&client).await?;
-    let ns = namespace(&client, "leader").await?;
-    secret(&client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    let ns = platform_namespace(&client, "leader").await?;
 
     let mut a = operator(&cluster, &ns, "op-a")?;
     eventually(WAIT, || async {

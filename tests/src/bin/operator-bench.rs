@@ -13,7 +13,7 @@ use kube::Api;
 use riskplatform_crd::RiskPlatform;
 use riskplatform_operator::context::Context;
 use riskplatform_operator::metrics::Metrics;
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, TestCluster};
+use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
 use serde_json::json;
 
 const PLATFORMS: usize = 50;
@@ -42,9 +42,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 async fn main() -> Result<()> {
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
-    install_crd(&client).await?;
-    let ns = namespace(&client, "bench").await?;
-    secret(&client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
+    let ns = platform_namespace(&client, "bench").await?;
     let api: Api<RiskPlatform> = Api::namespaced(client.clone(), &ns);
     for i in 0..PLATFORMS {
         let rp: RiskPlatform = serde_json::from_value(json!({
