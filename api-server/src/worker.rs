@@ -70,6 +70,7 @@ struct Worker {
     db: Db,
     queue: Queue,
     metrics: Metrics,
+    stop: watch::Receiver<bool>,
 }
 
 enum Outcome {
@@ -80,6 +81,26 @@ enum Outcome {
 impl Worker {
     fn count(&self, outcome: &'static str) {
         self.metrics.chunks.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Retries a queue operation that must not be dropped (an acknowledgement or a deferral)
+    /// until Redis takes it: a message left in a live worker's processing list is seen again
+    /// only when the worker stops (and returns its list) or dies (and is reaped).
+    async fn settle<F, Fut>(&self, what: &'static str, op: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = redis::RedisResult<()>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = self.db.deps.redis(op().await) {
+            if *self.stop.borrow() {
+                tracing::warn!(error = %e, what, "queue unavailable while stopping; the list is returned on exit");
+                return;
+            }
+            tracing::warn!(error = %e, what, "queue unavailable; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
     }
 
     async fn process(&self, d: &Delivery) -> Result<Outcome, ApiError> {
@@ -112,7 +133,6 @@ impl Worker {
     /// Handles one delivery to the end: acknowledged, deferred or buried.
     async fn handle(&self, d: Delivery) {
         let queue = &self.queue;
-        let deps = &self.db.deps;
         let m = &d.message;
         if m.attempt > MAX_RETRIES {
             let reason = format!("failed {} times", m.attempt);
@@ -124,7 +144,7 @@ impl Worker {
                 // Reporting needs the database: wait for it, the chunk is not dropped.
                 Err(e) => {
                     tracing::warn!(error = %e, job = %m.job, chunk = m.chunk, "could not report a dead chunk yet");
-                    let _ = deps.redis(queue.defer(&self.id, &d, m.attempt, OUTAGE_DELAY, now_ms()).await);
+                    self.settle("defer", || queue.defer(&self.id, &d, m.attempt, OUTAGE_DELAY, now_ms())).await;
                 }
             }
             return;
@@ -135,21 +155,20 @@ impl Worker {
                     Outcome::Done => "done",
                     Outcome::Duplicate => "duplicate",
                 });
-                if let Err(e) = deps.redis(queue.ack(&self.id, &d).await) {
-                    // The results are committed; a redelivery finds the chunk done.
-                    tracing::warn!(error = %e, job = %m.job, chunk = m.chunk, "ack failed; the chunk will be seen again");
-                }
+                // The results are committed; should the ack still be lost, a redelivery finds the
+                // chunk done.
+                self.settle("ack", || queue.ack(&self.id, &d)).await;
             }
             Err(e @ ApiError::Unavailable { .. }) => {
                 self.count("deferred");
                 tracing::warn!(error = %e, job = %m.job, chunk = m.chunk, "dependency down; chunk deferred");
-                let _ = deps.redis(queue.defer(&self.id, &d, m.attempt, OUTAGE_DELAY, now_ms()).await);
+                self.settle("defer", || queue.defer(&self.id, &d, m.attempt, OUTAGE_DELAY, now_ms())).await;
             }
             Err(e) => {
                 self.count("retried");
                 let attempt = m.attempt + 1;
                 tracing::warn!(error = %e, job = %m.job, chunk = m.chunk, attempt, "chunk failed; retrying after backoff");
-                let _ = deps.redis(queue.defer(&self.id, &d, attempt, backoff(attempt), now_ms()).await);
+                self.settle("defer", || queue.defer(&self.id, &d, attempt, backoff(attempt), now_ms())).await;
             }
         }
     }
@@ -214,12 +233,18 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let queue = Queue::new(redis.clone());
     let metrics = Metrics::register(&mut registry);
     let id = args.worker_id.clone().unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4()));
-    let worker = Arc::new(Worker { id: id.clone(), db: db.clone(), queue: queue.clone(), metrics: metrics.clone() });
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = Arc::new(Worker {
+        id: id.clone(),
+        db: db.clone(),
+        queue: queue.clone(),
+        metrics: metrics.clone(),
+        stop: stop.clone(),
+    });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    let (stop_tx, stop) = watch::channel(false);
     let admin = crate::routes::admin_router(Probes { db, redis }, Arc::new(registry));
     let mut admin_stop = stop.clone();
     let admin_task = tokio::spawn(async move {
