@@ -5,12 +5,22 @@ use sqlx::Connection as _;
 
 use crate::auth::{self, Role};
 use crate::config::{AdminCommand, DatabaseArgs};
-use crate::db::{self, tenants};
+use crate::db::{self, tenants, Tx};
+
+fn target(args: &DatabaseArgs) -> String {
+    format!("PostgreSQL at {}:{}/{}", args.host, args.port, args.database)
+}
 
 async fn connect(args: &DatabaseArgs) -> anyhow::Result<sqlx::PgConnection> {
     sqlx::PgConnection::connect_with(&db::connect_options(args))
         .await
-        .with_context(|| format!("connecting to PostgreSQL at {}:{}/{}", args.host, args.port, args.database))
+        .with_context(|| format!("connecting to {}", target(args)))
+}
+
+/// A transaction like the service's own, so the commands work through PgBouncer too.
+async fn begin(args: &DatabaseArgs) -> anyhow::Result<Tx> {
+    let pool = sqlx::pool::PoolOptions::new().max_connections(1).connect_lazy_with(db::connect_options(args));
+    Tx::begin(&pool).await.with_context(|| format!("connecting to {}", target(args)))
 }
 
 /// Applies pending migrations (sqlx takes an advisory lock, so concurrent init containers wait).
@@ -29,8 +39,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             if name.is_empty() {
                 bail!("--name must not be empty");
             }
-            let mut conn = connect(&database).await?;
-            let mut tx = conn.begin().await?;
+            let mut tx = begin(&database).await?;
             let Some(tenant) = tenants::create(&mut tx, &name).await? else { bail!("a tenant named {name:?} exists") };
             let key = add_key(&mut tx, tenant, Role::Admin).await?;
             tx.commit().await?;
@@ -38,8 +47,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             println!("{key}");
         }
         AdminCommand::CreateKey { tenant, role, database } => {
-            let mut conn = connect(&database).await?;
-            let mut tx = conn.begin().await?;
+            let mut tx = begin(&database).await?;
             let Some(id) = tenants::find(&mut tx, &tenant).await? else { bail!("no tenant named {tenant:?}") };
             let key = add_key(&mut tx, id, role).await?;
             tx.commit().await?;
@@ -50,8 +58,8 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn add_key(conn: &mut sqlx::PgConnection, tenant: uuid::Uuid, role: Role) -> anyhow::Result<String> {
+async fn add_key(tx: &mut Tx, tenant: uuid::Uuid, role: Role) -> anyhow::Result<String> {
     let (key, digest) = auth::new_key();
-    tenants::add_key(conn, tenant, role, &digest, &auth::key_prefix(&key)).await?;
+    tenants::add_key(tx, tenant, role, &digest, &auth::key_prefix(&key)).await?;
     Ok(key)
 }

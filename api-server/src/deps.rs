@@ -156,6 +156,22 @@ impl Deps {
         }
     }
 
+    /// Runs a readiness probe through the breaker: recorded like any call, but the raw error is
+    /// kept so the probe can say what kind of failure it was.
+    pub async fn probe<T, E>(
+        &self,
+        d: Dependency,
+        call: impl std::future::Future<Output = Result<T, E>>,
+        is_outage: fn(&E) -> bool,
+    ) -> Result<T, ProbeError<E>> {
+        if let Err(ApiError::Unavailable { retry_after_secs, .. }) = self.admit(d) {
+            return Err(ProbeError::BreakerOpen { retry_after_secs });
+        }
+        let result = call.await;
+        self.record(d, result.as_ref().is_err_and(is_outage));
+        result.map_err(ProbeError::Failed)
+    }
+
     /// Records the outcome of a call that [`Deps::admit`] let through.
     pub fn record(&self, d: Dependency, outage: bool) {
         let l = label(d);
@@ -233,6 +249,18 @@ impl Deps {
     pub fn redis<T>(&self, result: Result<T, redis::RedisError>) -> Result<T, ApiError> {
         self.outcome(Dependency::Redis, result, is_redis_outage)
     }
+}
+
+/// Why a readiness probe failed.
+#[derive(Debug)]
+pub enum ProbeError<E> {
+    /// The breaker rejected the call without trying.
+    BreakerOpen {
+        retry_after_secs: u64,
+    },
+    Failed(E),
+    /// The probe's task ended before it answered (panicked or cancelled at shutdown).
+    Aborted(String),
 }
 
 /// Milliseconds rounded up to whole seconds, at least one (Retry-After has no fractions).

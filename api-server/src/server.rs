@@ -18,7 +18,7 @@ use crate::state::{redis_connection, AppState, Settings};
 pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let mut registry = Registry::default();
     let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
-    let db = Db { pool: crate::db::pool(&args.database), deps };
+    let db = Db::new(&args.database, deps);
     let redis = redis_connection(&args.redis)?;
     let settings = Settings {
         model_version: MODEL_VERSION.to_owned(),

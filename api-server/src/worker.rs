@@ -228,7 +228,7 @@ impl Worker {
 pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
-    let db = Db { pool: crate::db::pool(&args.database), deps };
+    let db = Db::new(&args.database, deps);
     let redis = redis_connection(&args.redis)?;
     let queue = Queue::new(redis.clone());
     let metrics = Metrics::register(&mut registry);

@@ -25,6 +25,11 @@ impl ApiClient {
         Self { base: base.to_owned(), key: key.map(str::to_owned), http: reqwest::Client::new() }
     }
 
+    /// A client over a given HTTP client (its timeouts, for example).
+    pub fn from_client(http: reqwest::Client, base: &str, key: Option<&str>) -> Self {
+        Self { base: base.to_owned(), key: key.map(str::to_owned), http }
+    }
+
     pub fn with_key(&self, key: &str) -> Self {
         Self { key: Some(key.to_owned()), ..self.clone() }
     }

@@ -15,7 +15,7 @@ pub const DATABASE: &str = "risk";
 
 pub struct Postgres {
     pub service: Service,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 fn bin_dir() -> Result<&'static str> {
@@ -42,8 +42,13 @@ impl Postgres {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port()?;
+        let log_dir = format!("log_directory={}", dir.path().display());
         let settings = [
             "listen_addresses=127.0.0.1",
+            // The server's log is kept so tests can assert on what PostgreSQL itself reported.
+            "logging_collector=on",
+            log_dir.as_str(),
+            "log_filename=postgres.log",
             "fsync=off",
             "synchronous_commit=off",
             "full_page_writes=off",
@@ -63,7 +68,7 @@ impl Postgres {
             unprivileged: true,
             stop_signal: "INT",
         })?;
-        let pg = Self { service, _dir: dir };
+        let pg = Self { service, dir };
         pg.create_database()?;
         Ok(pg)
     }
@@ -89,6 +94,12 @@ impl Postgres {
 
     pub fn port(&self) -> u16 {
         self.service.port()
+    }
+
+    /// The server's log so far (warnings and errors it reported to clients are in it).
+    pub fn log(&self) -> Result<String> {
+        let path = self.dir.path().join("postgres.log");
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// A direct connection URL (migrations need session features PgBouncer does not keep).

@@ -1,12 +1,10 @@
 //! Companies of a tenant. Symbols are stored upper-case; one active company per symbol.
 
+use super::Tx;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-use super::unnamed;
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Company {
@@ -39,7 +37,7 @@ pub struct CompanyPatch {
 }
 
 /// Inserts a company; None when the tenant already has an active company with this symbol.
-pub async fn insert(conn: &mut PgConnection, tenant: Uuid, new: &NewCompany) -> Result<Option<Company>, sqlx::Error> {
+pub async fn insert(tx: &mut Tx, tenant: Uuid, new: &NewCompany) -> Result<Option<Company>, sqlx::Error> {
     sqlx::query_as!(
         Company,
         "INSERT INTO companies (id, tenant_id, symbol, name, sector) VALUES ($1, $2, $3, $4, $5)
@@ -51,11 +49,11 @@ pub async fn insert(conn: &mut PgConnection, tenant: Uuid, new: &NewCompany) -> 
         new.name,
         new.sector,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await
 }
 
-pub async fn get(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Option<Company>, sqlx::Error> {
+pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Company>, sqlx::Error> {
     sqlx::query_as!(
         Company,
         "SELECT id, symbol, name, sector, active, created_at, updated_at
@@ -63,14 +61,14 @@ pub async fn get(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Opti
         tenant,
         id,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await
 }
 
 /// Active companies (and deactivated ones when asked), optionally those whose symbol starts with
 /// `symbol_prefix`, ordered by symbol.
 pub async fn list(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     tenant: Uuid,
     symbol_prefix: Option<&str>,
     include_inactive: bool,
@@ -90,17 +88,12 @@ pub async fn list(
         limit,
         offset,
     )
-    .fetch_all(unnamed(conn))
+    .fetch_all(tx.exec())
     .await
 }
 
 /// Applies a patch to an active company. Err(unique violation) when the new symbol is taken.
-pub async fn update(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    id: Uuid,
-    patch: &CompanyPatch,
-) -> Result<Option<Company>, sqlx::Error> {
+pub async fn update(tx: &mut Tx, tenant: Uuid, id: Uuid, patch: &CompanyPatch) -> Result<Option<Company>, sqlx::Error> {
     sqlx::query_as!(
         Company,
         "UPDATE companies SET
@@ -116,12 +109,12 @@ pub async fn update(
         patch.name,
         patch.sector,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await
 }
 
 /// Deactivates a company (its history stays); None when there is no such active company.
-pub async fn deactivate(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Option<Company>, sqlx::Error> {
+pub async fn deactivate(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Company>, sqlx::Error> {
     sqlx::query_as!(
         Company,
         "UPDATE companies SET active = false, updated_at = now()
@@ -130,6 +123,6 @@ pub async fn deactivate(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Resu
         tenant,
         id,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await
 }

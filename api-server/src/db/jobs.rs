@@ -2,14 +2,13 @@
 //! Completing a chunk is idempotent: the chunk row is locked and only a pending chunk counts, and
 //! results are keyed by (job, row), so a chunk processed twice writes and counts once.
 
+use super::Tx;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::unnamed;
 use crate::model::Statement;
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -59,7 +58,7 @@ pub struct Chunk {
 
 /// Stores a job and its chunks (of `chunk_size` rows); returns the job's id.
 pub async fn create(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     tenant: Uuid,
     priority: i16,
     rows: &[BulkRow],
@@ -77,7 +76,7 @@ pub async fn create(
         count(rows.len()),
         count(chunks.len()),
     )
-    .execute(unnamed(&mut *conn))
+    .execute(tx.exec())
     .await?;
     let chunk_nos: Vec<i32> = (0..chunks.len()).map(count).collect();
     let first_rows: Vec<i32> = (0..chunks.len()).map(|i| count(i * chunk_size)).collect();
@@ -90,12 +89,12 @@ pub async fn create(
         &first_rows,
         &bodies as _,
     )
-    .execute(unnamed(conn))
+    .execute(tx.exec())
     .await?;
     Ok((id, count(chunks.len())))
 }
 
-pub async fn get(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
     sqlx::query_as!(
         Job,
         "SELECT id, status, priority, total_rows, processed_rows, failed_rows, chunks_total, chunks_done,
@@ -104,12 +103,12 @@ pub async fn get(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> Result<Opti
         tenant,
         id,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await
 }
 
 /// The tenant's unfinished jobs, oldest first (the seed's partial index serves this).
-pub async fn unfinished(conn: &mut PgConnection, tenant: Uuid, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
+pub async fn unfinished(tx: &mut Tx, tenant: Uuid, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as!(
         Job,
         "SELECT id, status, priority, total_rows, processed_rows, failed_rows, chunks_total, chunks_done,
@@ -119,26 +118,26 @@ pub async fn unfinished(conn: &mut PgConnection, tenant: Uuid, limit: i64) -> Re
         tenant,
         limit,
     )
-    .fetch_all(unnamed(conn))
+    .fetch_all(tx.exec())
     .await
 }
 
 /// Locks a pending chunk for this transaction; None when it is already done or dead (a
 /// duplicate delivery) or gone with its job.
-pub async fn claim(conn: &mut PgConnection, job: Uuid, chunk_no: i32) -> Result<Option<Chunk>, sqlx::Error> {
+pub async fn claim(tx: &mut Tx, job: Uuid, chunk_no: i32) -> Result<Option<Chunk>, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT first_row, rows AS "rows: Json<Vec<BulkRow>>" FROM bulk_job_chunks
            WHERE job_id = $1 AND chunk_no = $2 AND status = 'pending' FOR UPDATE"#,
         job,
         chunk_no,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await?;
     Ok(row.map(|r| Chunk { first_row: r.first_row, rows: r.rows.0 }))
 }
 
 /// Writes results, keeping whatever a chunk processed before wrote (the key is job and row).
-async fn insert_results(conn: &mut PgConnection, job: Uuid, results: &[BulkResult]) -> Result<(), sqlx::Error> {
+async fn insert_results(tx: &mut Tx, job: Uuid, results: &[BulkResult]) -> Result<(), sqlx::Error> {
     let row_nos: Vec<i32> = results.iter().map(|r| r.row_no).collect();
     let references: Vec<Option<String>> = results.iter().map(|r| r.reference.clone()).collect();
     let probabilities: Vec<Option<f64>> = results.iter().map(|r| r.probability).collect();
@@ -157,7 +156,7 @@ async fn insert_results(conn: &mut PgConnection, job: Uuid, results: &[BulkResul
         &zones as _,
         &errors as _,
     )
-    .execute(unnamed(conn))
+    .execute(tx.exec())
     .await?;
     Ok(())
 }
@@ -166,14 +165,14 @@ async fn insert_results(conn: &mut PgConnection, job: Uuid, results: &[BulkResul
 /// finishes with its last chunk: completed, or failed when any chunk is dead. The only place a
 /// job's progress changes.
 async fn finish_chunk(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     job: Uuid,
     chunk_no: i32,
     status: &str,
     results: &[BulkResult],
     error: Option<String>,
 ) -> Result<(), sqlx::Error> {
-    insert_results(&mut *conn, job, results).await?;
+    insert_results(tx, job, results).await?;
     let failed = i32::try_from(results.iter().filter(|r| r.error.is_some()).count()).unwrap_or(i32::MAX);
     let processed = i32::try_from(results.len()).unwrap_or(i32::MAX);
     sqlx::query!(
@@ -202,24 +201,19 @@ async fn finish_chunk(
         failed,
         error,
     )
-    .execute(unnamed(conn))
+    .execute(tx.exec())
     .await?;
     Ok(())
 }
 
 /// Writes a claimed chunk's results and counts them into the job.
-pub async fn complete(
-    conn: &mut PgConnection,
-    job: Uuid,
-    chunk_no: i32,
-    results: &[BulkResult],
-) -> Result<(), sqlx::Error> {
-    finish_chunk(conn, job, chunk_no, "done", results, None).await
+pub async fn complete(tx: &mut Tx, job: Uuid, chunk_no: i32, results: &[BulkResult]) -> Result<(), sqlx::Error> {
+    finish_chunk(tx, job, chunk_no, "done", results, None).await
 }
 
 /// Gives up on a chunk after its last retry: its rows are reported as failed with `reason`.
-pub async fn bury(conn: &mut PgConnection, job: Uuid, chunk_no: i32, reason: &str) -> Result<(), sqlx::Error> {
-    let Some(chunk) = claim(&mut *conn, job, chunk_no).await? else { return Ok(()) };
+pub async fn bury(tx: &mut Tx, job: Uuid, chunk_no: i32, reason: &str) -> Result<(), sqlx::Error> {
+    let Some(chunk) = claim(tx, job, chunk_no).await? else { return Ok(()) };
     let results: Vec<BulkResult> = chunk
         .rows
         .iter()
@@ -234,16 +228,11 @@ pub async fn bury(conn: &mut PgConnection, job: Uuid, chunk_no: i32, reason: &st
         })
         .collect();
     let error = format!("chunk {chunk_no} failed after its retries: {reason}");
-    finish_chunk(conn, job, chunk_no, "dead", &results, Some(error)).await
+    finish_chunk(tx, job, chunk_no, "dead", &results, Some(error)).await
 }
 
 /// A page of a job's results in row order, after `after_row`.
-pub async fn results(
-    conn: &mut PgConnection,
-    job: Uuid,
-    after_row: i32,
-    limit: i64,
-) -> Result<Vec<BulkResult>, sqlx::Error> {
+pub async fn results(tx: &mut Tx, job: Uuid, after_row: i32, limit: i64) -> Result<Vec<BulkResult>, sqlx::Error> {
     sqlx::query_as!(
         BulkResult,
         "SELECT row_no, reference, probability, risk_level, zone, error FROM bulk_job_results
@@ -252,19 +241,19 @@ pub async fn results(
         after_row,
         limit,
     )
-    .fetch_all(unnamed(conn))
+    .fetch_all(tx.exec())
     .await
 }
 
 /// Marks a job failed before any work started (its chunks could not be queued).
-pub async fn fail(conn: &mut PgConnection, tenant: Uuid, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn fail(tx: &mut Tx, tenant: Uuid, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE bulk_jobs SET status = 'failed', error = $3, finished_at = now() WHERE tenant_id = $1 AND id = $2",
         tenant,
         id,
         reason,
     )
-    .execute(unnamed(conn))
+    .execute(tx.exec())
     .await?;
     Ok(())
 }

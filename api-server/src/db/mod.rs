@@ -1,25 +1,26 @@
 //! PostgreSQL access through PgBouncer in transaction mode. PgBouncer 1.18 hands a server
 //! connection to a client only for one transaction and does not track prepared statements, so
 //! every query here runs inside an explicit transaction (Parse, Bind and Execute land on the same
-//! server) and as an unnamed statement (`persistent(false)`: nothing outlives the transaction).
+//! server) and as an unnamed statement: [`Tx`] is the only way to a connection and allows nothing else.
 
 pub mod companies;
 pub mod jobs;
 pub mod predictions;
 pub mod statements;
 pub mod tenants;
-mod unnamed;
+mod tx;
 
-pub use unnamed::unnamed;
+pub use tx::Tx;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::{BoxFuture, FutureExt as _, Shared};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 
 use crate::config::DatabaseArgs;
-use crate::deps::{Dependency, Deps};
+use crate::deps::{is_database_outage, Dependency, Deps, ProbeError};
 use crate::error::ApiError;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -43,7 +44,7 @@ pub fn connect_options(args: &DatabaseArgs) -> PgConnectOptions {
 }
 
 /// A pool that connects lazily: the service starts (and reports not-ready) while the database is down.
-pub fn pool(args: &DatabaseArgs) -> PgPool {
+fn pool(args: &DatabaseArgs) -> PgPool {
     PgPoolOptions::new()
         .max_connections(args.max_connections)
         .acquire_timeout(Duration::from_millis(args.acquire_timeout_ms))
@@ -53,37 +54,79 @@ pub fn pool(args: &DatabaseArgs) -> PgPool {
 /// The database as the handlers see it: every call passes the circuit breaker and is recorded.
 #[derive(Clone)]
 pub struct Db {
-    pub pool: PgPool,
+    pool: PgPool,
+    /// Readiness has a connection of its own: a pool busy with requests means the pod is working,
+    /// not that it cannot reach the database, so a probe must not queue behind them.
+    probe_pool: PgPool,
+    /// The readiness ping in flight, shared by every probe that arrives while it runs.
+    ping_in_flight: Arc<Mutex<Option<Ping>>>,
     pub deps: Arc<Deps>,
 }
 
-pub type Tx = Transaction<'static, Postgres>;
+type PingResult = Result<(), Arc<ProbeError<sqlx::Error>>>;
+type Ping = Shared<BoxFuture<'static, PingResult>>;
 
 impl Db {
+    pub fn new(args: &DatabaseArgs, deps: Arc<Deps>) -> Self {
+        let probe_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(args.acquire_timeout_ms))
+            .connect_lazy_with(connect_options(args));
+        Self { pool: pool(args), probe_pool, ping_in_flight: Arc::default(), deps }
+    }
+
     /// Opens a transaction, failing fast while the database breaker is open.
     pub async fn begin(&self) -> Result<Tx, ApiError> {
         self.deps.admit(Dependency::Database)?;
-        match self.pool.begin().await {
+        match Tx::begin(&self.pool).await {
             Ok(tx) => Ok(tx),
             Err(e) => self.deps.database(Err(e)),
         }
     }
 
-    /// Commits and records the whole call's outcome with the breaker.
+    /// Commits (or, after an error, rolls back) and records the whole call's outcome with the breaker.
     pub async fn finish<T>(&self, tx: Tx, result: Result<T, sqlx::Error>) -> Result<T, ApiError> {
         let result = match result {
             Ok(v) => tx.commit().await.map(|()| v),
-            // Dropping the transaction rolls it back.
-            Err(e) => Err(e),
+            Err(e) => {
+                // A failed rollback leaves the transaction unfinished, so its connection is closed.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
         };
         self.deps.database(result)
     }
 
-    /// `SELECT 1` through PgBouncer, for readiness.
-    pub async fn ping(&self) -> Result<(), ApiError> {
-        let mut tx = self.begin().await?;
-        let r = sqlx::query("SELECT 1").execute(&mut *tx).await.map(|_| ());
-        self.finish(tx, r).await
+    /// `SELECT 1` through PgBouncer, for readiness. The ping runs in a task of its own, so a
+    /// prober that gives up (the kubelet's timeoutSeconds) cannot cancel it halfway and cost the
+    /// probe connection; probes arriving meanwhile share its answer instead of queueing behind it.
+    pub async fn ping(&self) -> PingResult {
+        let ping = {
+            let mut slot = self.ping_in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(ping) if ping.peek().is_none() => ping.clone(),
+                _ => {
+                    let task = tokio::spawn(Self::ping_once(self.probe_pool.clone(), self.deps.clone()));
+                    let ping = async move {
+                        task.await.unwrap_or_else(|e| Err(ProbeError::Aborted(e.to_string()))).map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(ping.clone());
+                    ping
+                }
+            }
+        };
+        ping.await
+    }
+
+    async fn ping_once(pool: PgPool, deps: Arc<Deps>) -> Result<(), ProbeError<sqlx::Error>> {
+        let call = async {
+            let mut tx = Tx::begin(&pool).await?;
+            sqlx::query("SELECT 1").execute(tx.exec()).await?;
+            tx.commit().await
+        };
+        deps.probe(Dependency::Database, call, is_database_outage).await
     }
 }
 

@@ -1,13 +1,12 @@
 //! Stored predictions: one row per scoring of a company, read back as a paginated history.
 
+use super::Tx;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::unnamed;
 use crate::model::{Prediction, Ratios, RiskLevel, Zone};
 
 /// A prediction as stored and returned.
@@ -42,10 +41,7 @@ pub struct NewPrediction {
 }
 
 /// Stores several predictions with one statement; returns them in the given order.
-pub async fn insert_many(
-    conn: &mut PgConnection,
-    items: &[NewPrediction],
-) -> Result<Vec<PredictionRecord>, sqlx::Error> {
+pub async fn insert_many(tx: &mut Tx, items: &[NewPrediction]) -> Result<Vec<PredictionRecord>, sqlx::Error> {
     let ids: Vec<Uuid> = items.iter().map(|_| Uuid::new_v4()).collect();
     let col = |f: fn(&NewPrediction) -> Uuid| items.iter().map(f).collect::<Vec<_>>();
     let (tenants, companies) = (col(|i| i.tenant), col(|i| i.company));
@@ -77,7 +73,7 @@ pub async fn insert_many(
         &zones as _,
         &ratios as _,
     )
-    .fetch_all(unnamed(conn))
+    .fetch_all(tx.exec())
     .await?;
     let created: std::collections::HashMap<Uuid, DateTime<Utc>> =
         rows.into_iter().map(|r| (r.id, r.created_at)).collect();
@@ -95,11 +91,7 @@ pub async fn insert_many(
 }
 
 /// The latest prediction of a company, with everything behind it.
-pub async fn latest(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    company: Uuid,
-) -> Result<Option<PredictionRecord>, sqlx::Error> {
+pub async fn latest(tx: &mut Tx, tenant: Uuid, company: Uuid) -> Result<Option<PredictionRecord>, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT id, statement_id, created_at, model_version, probability, risk_level, o_score, z_score, zone,
                ratios AS "ratios: Json<Ratios>"
@@ -108,7 +100,7 @@ pub async fn latest(
         tenant,
         company,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await?;
     Ok(row.and_then(|r| {
         Some(PredictionRecord {
@@ -132,7 +124,7 @@ pub async fn latest(
 /// A page of a company's history, newest first, within `[from, to)`, after the cursor
 /// `(created_at, id)` of the previous page's last entry.
 pub async fn history(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     tenant: Uuid,
     company: Uuid,
     from: Option<DateTime<Utc>>,
@@ -158,6 +150,6 @@ pub async fn history(
         after_id,
         limit,
     )
-    .fetch_all(unnamed(conn))
+    .fetch_all(tx.exec())
     .await
 }

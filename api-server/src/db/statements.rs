@@ -1,12 +1,11 @@
 //! Financial statements of a company, one per period.
 
+use super::Tx;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::unnamed;
 use crate::model::Statement;
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -62,7 +61,7 @@ impl From<Row> for StoredStatement {
 
 /// Stores a statement; None when the company already has one for this period.
 pub async fn insert(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     tenant: Uuid,
     company: Uuid,
     period: &str,
@@ -92,17 +91,12 @@ pub async fn insert(
         s.funds_from_operations,
         s.book_equity,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await?;
     Ok(row.map(Into::into))
 }
 
-pub async fn get(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    company: Uuid,
-    id: Uuid,
-) -> Result<Option<StoredStatement>, sqlx::Error> {
+pub async fn get(tx: &mut Tx, tenant: Uuid, company: Uuid, id: Uuid) -> Result<Option<StoredStatement>, sqlx::Error> {
     let row = sqlx::query_as!(
         Row,
         "SELECT id, company_id, period, total_assets, total_liabilities, current_assets, current_liabilities,
@@ -112,13 +106,13 @@ pub async fn get(
         company,
         id,
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await?;
     Ok(row.map(Into::into))
 }
 
 /// All statements of a company, newest period first.
-pub async fn list(conn: &mut PgConnection, tenant: Uuid, company: Uuid) -> Result<Vec<StoredStatement>, sqlx::Error> {
+pub async fn list(tx: &mut Tx, tenant: Uuid, company: Uuid) -> Result<Vec<StoredStatement>, sqlx::Error> {
     let rows = sqlx::query_as!(
         Row,
         "SELECT id, company_id, period, total_assets, total_liabilities, current_assets, current_liabilities,
@@ -127,7 +121,7 @@ pub async fn list(conn: &mut PgConnection, tenant: Uuid, company: Uuid) -> Resul
         tenant,
         company,
     )
-    .fetch_all(unnamed(conn))
+    .fetch_all(tx.exec())
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
 }

@@ -1,28 +1,27 @@
 //! Tenants and their API keys (stored as SHA-256 digests).
 
-use sqlx::PgConnection;
+use super::Tx;
 use uuid::Uuid;
 
-use super::unnamed;
 use crate::auth::{Caller, Role};
 
 /// Creates a tenant; None when the name is taken.
-pub async fn create(conn: &mut PgConnection, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn create(tx: &mut Tx, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
         "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
         Uuid::new_v4(),
         name
     )
-    .fetch_optional(unnamed(conn))
+    .fetch_optional(tx.exec())
     .await
 }
 
-pub async fn find(conn: &mut PgConnection, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT id FROM tenants WHERE name = $1", name).fetch_optional(unnamed(conn)).await
+pub async fn find(tx: &mut Tx, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT id FROM tenants WHERE name = $1", name).fetch_optional(tx.exec()).await
 }
 
 pub async fn add_key(
-    conn: &mut PgConnection,
+    tx: &mut Tx,
     tenant: Uuid,
     role: Role,
     key_hash: &[u8],
@@ -36,15 +35,15 @@ pub async fn add_key(
         prefix,
         role.as_str(),
     )
-    .fetch_one(unnamed(conn))
+    .fetch_one(tx.exec())
     .await
 }
 
 /// The caller a key digest belongs to, if the key exists and is not revoked.
-pub async fn caller(conn: &mut PgConnection, key_hash: &[u8]) -> Result<Option<Caller>, sqlx::Error> {
+pub async fn caller(tx: &mut Tx, key_hash: &[u8]) -> Result<Option<Caller>, sqlx::Error> {
     let row =
         sqlx::query!("SELECT id, tenant_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", key_hash)
-            .fetch_optional(unnamed(conn))
+            .fetch_optional(tx.exec())
             .await?;
     Ok(row.and_then(|r| Some(Caller { key_id: r.id, tenant: r.tenant_id, role: Role::parse(&r.role)? })))
 }
