@@ -42,7 +42,9 @@ use crate::status::RiskPlatformStatus;
         json_path = ".status.breakerSummary",
         description = "circuit breaker state per dependency"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(crate::names::name_length_rule()).message(crate::names::name_length_message()),
+    validation = Rule::new(crate::names::NAME_FORM_RULE).message(crate::names::NAME_FORM_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RiskPlatformSpec {

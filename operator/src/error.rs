@@ -20,6 +20,10 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
 
+    /// The API server refused a child as invalid (HTTP 422): retrying the same object cannot help.
+    #[error("the API server refused {kind} {name}: {message}")]
+    ChildRejected { kind: String, name: String, message: String },
+
     /// An object lacks metadata the operator needs (e.g. a namespace).
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
@@ -46,7 +50,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Permanent errors need a change of the spec or the cluster, not a retry.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::SecretMissing { .. } | Self::SecretKeyMissing { .. } | Self::InvalidSpec(_))
+        matches!(
+            self,
+            Self::SecretMissing { .. }
+                | Self::SecretKeyMissing { .. }
+                | Self::InvalidSpec(_)
+                | Self::ChildRejected { .. }
+        )
     }
 
     /// The reason used in conditions and Events.
@@ -56,6 +66,7 @@ impl Error {
             Self::SecretMissing { .. } => "SecretMissing",
             Self::SecretKeyMissing { .. } => "SecretKeyMissing",
             Self::InvalidSpec(_) => "InvalidSpec",
+            Self::ChildRejected { .. } => "ChildRejected",
             Self::MissingObjectKey(_) => "MissingMetadata",
             Self::Serialization(_) => "SerializationFailed",
             Self::LeaderElection(_) => "LeaderElectionFailed",

@@ -29,7 +29,7 @@ pub const DEPENDENCIES: [&str; 2] = ["database", "redis"];
 
 /// Name of the ConfigMap the API pods watch for the platform-wide state.
 pub fn configmap_name(platform: &str) -> String {
-    format!("{platform}-circuit-breakers")
+    format!("{platform}{}", riskplatform_crd::names::CIRCUIT_BREAKERS_SUFFIX)
 }
 
 pub fn breaker_config(spec: &CircuitBreakerSpec) -> BreakerConfig {

@@ -41,7 +41,14 @@ where
     let mut body = serde_json::to_value(obj).map_err(Error::Serialization)?;
     body["apiVersion"] = K::api_version(&()).into();
     body["kind"] = K::kind(&()).into();
-    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map_err(
+        |e| match e {
+            kube::Error::Api(status) if status.code == 422 => {
+                Error::ChildRejected { kind: K::kind(&()).into_owned(), name: name.clone(), message: status.message }
+            }
+            e => e.into(),
+        },
+    )?;
     let outcome = match before {
         None => Outcome::Created,
         Some(rv) if applied.resource_version().as_deref() != Some(rv.as_str()) => Outcome::Updated,

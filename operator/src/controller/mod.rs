@@ -116,23 +116,25 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let secret = secrets.get_opt(&rp.spec.pgbouncer.credentials_secret_ref.name).await?;
 
-    // validate + build (pure); permanent problems wait for a change of the spec or the Secret
+    // validate + build (pure), then apply; permanent problems (a spec that cannot work, a child
+    // the API server refuses) wait for a change of the spec or the Secret
     let built = validate::validate(&rp, &namespace, secret.as_ref()).and_then(|v| build::build(&rp, &v));
-    let children = match built {
-        Ok(children) => children,
+    let applied = match built {
+        Ok(children) => apply::apply_all(client, &namespace, &children).await,
+        Err(e) => Err(e),
+    };
+    let result = match applied {
+        Ok(result) => result,
         Err(e) if e.is_permanent() => {
             warn!(error = %e, "platform cannot be deployed as specified");
             ctx.metrics.reconcile.set_failure(&e);
             let problem = Problem { reason: e.reason().to_owned(), message: e.to_string() };
-            ctx.publish(&rp, EventType::Warning, e.reason(), "Validate", e.to_string(), None).await;
+            ctx.publish(&rp, EventType::Warning, e.reason(), "Reconcile", e.to_string(), None).await;
             write_status(&ctx, &rp, &namespace, &Observed::default(), Some(&problem)).await?;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
     };
-
-    // apply
-    let result = apply::apply_all(client, &namespace, &children).await?;
     for a in result.applied.iter().filter(|a| a.outcome != Outcome::Unchanged) {
         publish_applied(&ctx, &rp, a).await;
     }

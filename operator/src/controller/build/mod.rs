@@ -14,6 +14,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
+use riskplatform_crd::names::{
+    API_SUFFIX, BREAKER_READER_SUFFIX, PGBOUNCER_AUTH_SUFFIX, PGBOUNCER_SUFFIX, REDIS_SUFFIX, WORKER_SUFFIX,
+};
 use riskplatform_crd::{RedisMode, RiskPlatform};
 
 pub use common::{component_labels, config_hash as config_hash_of, selector_labels, Component, CONFIG_HASH_ANNOTATION};
@@ -68,13 +71,13 @@ impl Names {
     pub fn new(platform: &str) -> Self {
         Self {
             platform: platform.to_owned(),
-            api: format!("{platform}-api"),
-            workers: format!("{platform}-worker"),
-            redis: format!("{platform}-redis"),
-            pgbouncer: format!("{platform}-pgbouncer"),
-            pgbouncer_auth: format!("{platform}-pgbouncer-auth"),
+            api: format!("{platform}{API_SUFFIX}"),
+            workers: format!("{platform}{WORKER_SUFFIX}"),
+            redis: format!("{platform}{REDIS_SUFFIX}"),
+            pgbouncer: format!("{platform}{PGBOUNCER_SUFFIX}"),
+            pgbouncer_auth: format!("{platform}{PGBOUNCER_AUTH_SUFFIX}"),
             breaker_configmap: crate::circuit::configmap_name(platform),
-            breaker_reader: format!("{platform}-breaker-reader"),
+            breaker_reader: format!("{platform}{BREAKER_READER_SUFFIX}"),
         }
     }
 }
