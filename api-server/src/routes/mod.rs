@@ -7,9 +7,11 @@ pub mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod predictions;
+pub mod responses;
 pub mod statements;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
@@ -32,6 +34,17 @@ pub struct QueryParams<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct PathParams<T>(pub T);
+
+/// A raw request body (the CSV upload) whose rejections use the service's error shape.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(request, state).await.map(Self).map_err(ApiError::from)
+    }
+}
 
 /// Bulk uploads are up to 100,000 rows of about 100 bytes.
 const UPLOAD_LIMIT_BYTES: usize = 64 * 1024 * 1024;
