@@ -92,3 +92,39 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         Some(n) => Err(ApiError::invalid("limit", format!("limit must be between 1 and 500, got {n}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The upload route's body extractor behind a limit of `limit` bytes.
+    fn upload_route(limit: usize) -> Router {
+        Router::new()
+            .route("/", post(|RawBody(body): RawBody| async move { body.len().to_string() }))
+            .layer(DefaultBodyLimit::max(limit))
+    }
+
+    #[tokio::test]
+    async fn a_raw_body_over_the_limit_is_a_413_in_the_json_error_shape_not_axums_plain_text() {
+        let cases = [(16, StatusCode::OK), (17, StatusCode::PAYLOAD_TOO_LARGE)];
+        for (size, want) in cases {
+            let request = Request::post("/").body(Body::from(vec![b'x'; size])).expect("request");
+            let response = upload_route(16).oneshot(request).await.expect("answered");
+            assert_eq!(response.status(), want, "{size} bytes");
+            if want != StatusCode::OK {
+                let content_type = response.headers()[axum::http::header::CONTENT_TYPE].clone();
+                let body = axum::body::to_bytes(response.into_body(), 4096).await.expect("body");
+                let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                assert_eq!(
+                    (content_type.to_str().ok(), json["error"]["code"].as_str()),
+                    (Some("application/json"), Some("too_large"))
+                );
+            }
+        }
+    }
+}
