@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests start on loopback: PostgreSQL, PgBouncer, Redis, Prometheus (Debian
-# packages), kubectl, wrk for the benchmarks, and sqlx's CLI. Idempotent: skips what is already there.
+# packages), kubectl, wrk for the benchmarks, sqlx's CLI, and schemathesis (PyPI) for the OpenAPI
+# fuzz test. Idempotent: skips what is already there.
 set -euo pipefail
 
 need=()
@@ -24,3 +25,11 @@ done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 # sqlx's CLI regenerates and checks the committed offline query data (.sqlx/).
 command -v cargo-sqlx >/dev/null || cargo install --locked sqlx-cli --version 0.8.6 --no-default-features --features postgres,rustls
+# schemathesis fuzzes the API against its OpenAPI document (tests/tests/api_openapi_fuzz.rs); the
+# version is pinned because the test's fixed seed only reproduces the same cases with the same one.
+SCHEMATHESIS_VERSION=4.32.5
+if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "schemathesis==$SCHEMATHESIS_VERSION")
+  # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668) unless told otherwise.
+  "${pip[@]}" 2>/dev/null || "${pip[@]}" --break-system-packages
+fi

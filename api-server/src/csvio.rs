@@ -36,7 +36,12 @@ pub enum CsvError {
     NotANumber { line: u64, column: &'static str, value: String },
     #[error("more than {max} rows; split the upload")]
     TooManyRows { max: usize },
+    #[error("line {line}, column reference: at most {REFERENCE_MAX} characters without control characters")]
+    BadReference { line: u64 },
 }
+
+/// Longest reference echoed in the results, in characters.
+pub const REFERENCE_MAX: usize = 200;
 
 /// Parses an upload of at most `max_rows` rows. Values are only checked to be numbers here;
 /// the model's own checks (e.g. positive total assets) become per-row errors in the results, so
@@ -75,8 +80,13 @@ pub fn parse(body: &[u8], max_rows: usize) -> Result<Vec<BulkRow>, CsvError> {
         }
         let [total_assets, total_liabilities, current_assets, current_liabilities, retained_earnings, ebit, net_income, previous_net_income, funds_from_operations, book_equity] =
             values;
+        let reference = reference.and_then(|i| record.get(i)).filter(|r| !r.is_empty());
+        // PostgreSQL refuses NUL in text; no control character belongs in a reference.
+        if reference.is_some_and(|r| r.chars().count() > REFERENCE_MAX || r.chars().any(char::is_control)) {
+            return Err(CsvError::BadReference { line });
+        }
         rows.push(BulkRow {
-            reference: reference.and_then(|i| record.get(i)).filter(|r| !r.is_empty()).map(str::to_owned),
+            reference: reference.map(str::to_owned),
             statement: Statement {
                 total_assets,
                 total_liabilities,
@@ -143,6 +153,8 @@ mod tests {
                 CsvError::NotANumber { line: 2, column: "ebit", value: "abc".to_owned() },
             ),
             (format!("{HEADER}A,1,1,1,1,1,1,1,1,1,1\nB,1,1,1,1,1,1,1,1,1,1\n"), CsvError::TooManyRows { max: 1 }),
+            (format!("{HEADER}A\0B,1,1,1,1,1,1,1,1,1,1\n"), CsvError::BadReference { line: 2 }),
+            (format!("{HEADER}{},1,1,1,1,1,1,1,1,1,1\n", "R".repeat(201)), CsvError::BadReference { line: 2 }),
         ];
         for (body, want) in cases {
             assert_eq!(parse(body.as_bytes(), 1), Err(want.clone()), "{body}");

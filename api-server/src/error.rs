@@ -1,7 +1,7 @@
 //! The service's one error type, mapped here alone to a status code and one JSON shape; internal
 //! details go to the log, never into a response.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -138,9 +138,11 @@ impl IntoResponse for ApiError {
 impl From<ModelError> for ApiError {
     fn from(e: ModelError) -> Self {
         let field = match &e {
-            ModelError::NotFinite { field } | ModelError::NotPositive { field } | ModelError::Negative { field } => {
-                field
-            }
+            ModelError::NotFinite { field }
+            | ModelError::NotPositive { field }
+            | ModelError::Negative { field }
+            | ModelError::TooSmall { field }
+            | ModelError::TooLarge { field } => field,
         };
         Self::invalid(*field, e.to_string())
     }
@@ -155,7 +157,19 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 Self::BadRequest("send the body as JSON with `Content-Type: application/json`".to_owned())
             }
+            JsonRejection::BytesRejection(e) => e.into(),
             other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        // The body limit is the one rejection that is not the client's malformed request.
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge(format!("the request body is larger than this endpoint accepts ({})", r.body_text()))
+        } else {
+            Self::BadRequest(r.body_text())
         }
     }
 }

@@ -132,6 +132,10 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
 }
 
 /// `/metrics` in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "meta", security(),
+    responses((status = 200, description = "Prometheus metrics (OpenMetrics text)",
+        content_type = "application/openmetrics-text", body = String),
+        (status = 500, description = "The registry could not be encoded", body = crate::error::ErrorBody)))]
 pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &registry) {

@@ -18,7 +18,8 @@ use utoipa::ToSchema;
 pub const MODEL_VERSION: &str = "ohlson1980-altman1995-v1";
 
 /// One period's financial statement, in one currency unit (millions for the O-score's size term).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+/// Its OpenAPI schema is built from [`FIELDS`], the same table [`validate`] checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Statement {
     pub total_assets: f64,
     pub total_liabilities: f64,
@@ -33,6 +34,88 @@ pub struct Statement {
     pub funds_from_operations: f64,
     pub book_equity: f64,
 }
+
+/// Largest magnitude of an amount: a quadrillion, beyond any balance sheet in millions. With
+/// [`MIN_POSITIVE_AMOUNT`] it keeps every ratio below 1e21 and so every score finite.
+pub const MAX_AMOUNT: f64 = 1e15;
+
+/// Smallest assets or liabilities a ratio may divide by: one currency unit when amounts are in
+/// millions.
+pub const MIN_POSITIVE_AMOUNT: f64 = 1e-6;
+
+/// The range an amount must lie in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// [`MIN_POSITIVE_AMOUNT`] to [`MAX_AMOUNT`]: the divisors of the ratios.
+    Positive,
+    /// 0 to [`MAX_AMOUNT`].
+    NonNegative,
+    /// -[`MAX_AMOUNT`] to [`MAX_AMOUNT`].
+    Signed,
+}
+
+impl Bound {
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Self::Positive => (MIN_POSITIVE_AMOUNT, MAX_AMOUNT),
+            Self::NonNegative => (0.0, MAX_AMOUNT),
+            Self::Signed => (-MAX_AMOUNT, MAX_AMOUNT),
+        }
+    }
+}
+
+/// Every field of a statement with its bound and its description, in declaration order.
+pub const FIELDS: [(&str, Bound, &str); 10] = [
+    ("total_assets", Bound::Positive, "Total assets"),
+    ("total_liabilities", Bound::Positive, "Total liabilities"),
+    ("current_assets", Bound::Positive, "Current assets"),
+    ("current_liabilities", Bound::NonNegative, "Current liabilities"),
+    ("retained_earnings", Bound::Signed, "Retained earnings"),
+    ("ebit", Bound::Signed, "Earnings before interest and taxes"),
+    ("net_income", Bound::Signed, "Net income"),
+    ("previous_net_income", Bound::Signed, "Net income of the previous period"),
+    ("funds_from_operations", Bound::Signed, "Funds from operations (e.g. cash flow from operations)"),
+    ("book_equity", Bound::Signed, "Book value of equity"),
+];
+
+impl Statement {
+    /// The values in the order of [`FIELDS`].
+    pub fn values(&self) -> [f64; 10] {
+        [
+            self.total_assets,
+            self.total_liabilities,
+            self.current_assets,
+            self.current_liabilities,
+            self.retained_earnings,
+            self.ebit,
+            self.net_income,
+            self.previous_net_income,
+            self.funds_from_operations,
+            self.book_equity,
+        ]
+    }
+}
+
+impl utoipa::PartialSchema for Statement {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        let mut object = ObjectBuilder::new()
+            .description(Some("One period's financial statement, in one currency unit (millions for the O-score)"));
+        for (name, bound, description) in FIELDS {
+            let (min, max) = bound.range();
+            let amount = ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+                .minimum(Some(min))
+                .maximum(Some(max))
+                .description(Some(description));
+            object = object.property(name, amount).required(name);
+        }
+        object.into()
+    }
+}
+
+impl ToSchema for Statement {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +197,10 @@ pub enum ModelError {
     NotPositive { field: &'static str },
     #[error("{field} must not be negative")]
     Negative { field: &'static str },
+    #[error("{field} must be at least {MIN_POSITIVE_AMOUNT}")]
+    TooSmall { field: &'static str },
+    #[error("{field} must be between -{MAX_AMOUNT:e} and {MAX_AMOUNT:e}")]
+    TooLarge { field: &'static str },
 }
 
 /// Risk-level cut-offs on the combined probability: below 5 % low, below 20 % medium, below 50 %
@@ -131,33 +218,19 @@ const OHLSON_WEIGHT: f64 = 0.7;
 
 /// Checks that a statement can be scored; the error names the first bad field.
 pub fn validate(s: &Statement) -> Result<(), ModelError> {
-    let fields: [(&'static str, f64); 10] = [
-        ("total_assets", s.total_assets),
-        ("total_liabilities", s.total_liabilities),
-        ("current_assets", s.current_assets),
-        ("current_liabilities", s.current_liabilities),
-        ("retained_earnings", s.retained_earnings),
-        ("ebit", s.ebit),
-        ("net_income", s.net_income),
-        ("previous_net_income", s.previous_net_income),
-        ("funds_from_operations", s.funds_from_operations),
-        ("book_equity", s.book_equity),
-    ];
-    if let Some((field, _)) = fields.iter().find(|(_, v)| !v.is_finite()) {
+    let values = s.values();
+    if let Some(((field, ..), _)) = FIELDS.iter().zip(values).find(|(_, v)| !v.is_finite()) {
         return Err(ModelError::NotFinite { field });
     }
-    for (field, v) in [("total_assets", s.total_assets), ("current_assets", s.current_assets)] {
-        if v <= 0.0 {
-            return Err(ModelError::NotPositive { field });
+    for ((field, bound, _), v) in FIELDS.into_iter().zip(values) {
+        let (min, _) = bound.range();
+        match bound {
+            Bound::Positive if v <= 0.0 => return Err(ModelError::NotPositive { field }),
+            Bound::NonNegative if v < 0.0 => return Err(ModelError::Negative { field }),
+            _ if v.abs() > MAX_AMOUNT => return Err(ModelError::TooLarge { field }),
+            _ if v < min => return Err(ModelError::TooSmall { field }),
+            _ => {}
         }
-    }
-    for (field, v) in [("total_liabilities", s.total_liabilities), ("current_liabilities", s.current_liabilities)] {
-        if v < 0.0 {
-            return Err(ModelError::Negative { field });
-        }
-    }
-    if s.total_liabilities == 0.0 {
-        return Err(ModelError::NotPositive { field: "total_liabilities" });
     }
     Ok(())
 }
@@ -284,6 +357,50 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_statement_within_the_bounds_scores_to_finite_numbers() {
+        let corners = |bound: Bound| {
+            let (min, max) = bound.range();
+            [min, max]
+        };
+        // Every combination of each field at its lower or upper bound: the extremes of each ratio.
+        for mask in 0u32..1 << FIELDS.len() {
+            let v: Vec<f64> = FIELDS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, bound, _))| corners(*bound)[usize::from(mask & (1 << i) != 0)])
+                .collect();
+            let s = Statement {
+                total_assets: v[0],
+                total_liabilities: v[1],
+                current_assets: v[2],
+                current_liabilities: v[3],
+                retained_earnings: v[4],
+                ebit: v[5],
+                net_income: v[6],
+                previous_net_income: v[7],
+                funds_from_operations: v[8],
+                book_equity: v[9],
+            };
+            let p = predict(&s).expect("within the bounds");
+            let r = &p.ratios;
+            let numbers = [
+                p.probability,
+                p.o_score,
+                p.z_score,
+                r.working_capital_to_assets,
+                r.retained_earnings_to_assets,
+                r.ebit_to_assets,
+                r.book_equity_to_liabilities,
+                r.liabilities_to_assets,
+                r.current_liabilities_to_current_assets,
+                r.net_income_to_assets,
+                r.funds_from_operations_to_liabilities,
+            ];
+            assert!(numbers.iter().all(|n| n.is_finite()), "{s:?} gave {p:?}");
+        }
+    }
+
+    #[test]
     fn worse_ratios_never_lower_the_probability() {
         let mut s = healthy();
         let mut last = predict(&s).expect("scores").probability;
@@ -299,8 +416,12 @@ pub(crate) mod tests {
     #[test]
     fn bad_inputs_name_the_field() {
         type Breaks = fn(&mut Statement);
-        let cases: [(Breaks, ModelError); 5] = [
+        let cases: [(Breaks, ModelError); 9] = [
             (|s| s.total_assets = -5.0, ModelError::NotPositive { field: "total_assets" }),
+            (|s| s.total_assets = 1e-9, ModelError::TooSmall { field: "total_assets" }),
+            (|s| s.total_liabilities = -1.0, ModelError::NotPositive { field: "total_liabilities" }),
+            (|s| s.ebit = -2e15, ModelError::TooLarge { field: "ebit" }),
+            (|s| s.book_equity = 1e300, ModelError::TooLarge { field: "book_equity" }),
             (|s| s.total_assets = 0.0, ModelError::NotPositive { field: "total_assets" }),
             (|s| s.current_assets = 0.0, ModelError::NotPositive { field: "current_assets" }),
             (|s| s.total_liabilities = 0.0, ModelError::NotPositive { field: "total_liabilities" }),

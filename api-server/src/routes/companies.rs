@@ -6,7 +6,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use tracing::instrument;
-use utoipa::IntoParams;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{page_limit, JsonBody, PathParams, QueryParams};
@@ -21,21 +22,93 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/companies/{company_id}", get(read).patch(update).delete(deactivate))
 }
 
+/// Longest company name and sector, in characters.
+const NAME_MAX: usize = 200;
+const SECTOR_MAX: usize = 100;
+
+/// Text with at least one character that is not whitespace and no control character (the same
+/// classes as `str::trim` and `char::is_control`).
+const TEXT_PATTERN: &str =
+    "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+
+fn text_schema(max: usize, nullable: bool) -> Object {
+    let types = if nullable { vec![Type::String, Type::Null] } else { vec![Type::String] };
+    ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter(types))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
+fn name_schema() -> Object {
+    text_schema(NAME_MAX, false)
+}
+
+fn optional_name_schema() -> Object {
+    text_schema(NAME_MAX, true)
+}
+
+fn sector_schema() -> Object {
+    text_schema(SECTOR_MAX, true)
+}
+
+/// A new company.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCompany {
+    /// 1-16 letters, digits, `.` or `-`; stored upper-case.
+    #[schema(example = "ACME", pattern = "^[A-Za-z0-9.-]{1,16}$")]
+    pub symbol: String,
+    #[schema(example = "Acme Corporation", schema_with = name_schema)]
+    pub name: String,
+    #[schema(example = "retail", schema_with = sector_schema)]
+    pub sector: Option<String>,
+}
+
+/// Fields to change; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCompany {
+    #[schema(pattern = "^[A-Za-z0-9.-]{1,16}$")]
+    pub symbol: Option<String>,
+    #[schema(schema_with = optional_name_schema)]
+    pub name: Option<String>,
+    #[schema(schema_with = sector_schema)]
+    pub sector: Option<String>,
+}
+
+fn symbol_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '.' || c == '-'
+}
+
 /// Upper-cases and checks a ticker symbol: 1-16 of A-Z, 0-9, `.` and `-`.
 fn symbol(raw: &str) -> Result<String, ApiError> {
     let s = raw.trim().to_ascii_uppercase();
-    let ok = (1..=16).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-    if ok {
+    if (1..=16).contains(&s.len()) && s.chars().all(symbol_char) {
         Ok(s)
     } else {
         Err(ApiError::invalid("symbol", format!("symbol must be 1-16 letters, digits, '.' or '-', got {raw:?}")))
     }
 }
 
-fn name(raw: &str) -> Result<String, ApiError> {
+/// Upper-cases and checks a symbol prefix to search by: up to 16 symbol characters.
+fn symbol_prefix(raw: &str) -> Result<String, ApiError> {
+    let s = raw.trim().to_ascii_uppercase();
+    if s.len() <= 16 && s.chars().all(symbol_char) {
+        Ok(s)
+    } else {
+        Err(ApiError::invalid("symbol", format!("symbol must be up to 16 letters, digits, '.' or '-', got {raw:?}")))
+    }
+}
+
+/// Trims and checks a name or sector: 1 to `max` characters, no control characters (PostgreSQL
+/// refuses NUL in text, and the others have no place in a name).
+fn text(field: &'static str, raw: &str, max: usize) -> Result<String, ApiError> {
     let s = raw.trim();
-    if s.is_empty() || s.len() > 200 {
-        return Err(ApiError::invalid("name", "name must be 1-200 characters"));
+    let length = s.chars().count();
+    if length == 0 || length > max || s.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, format!("{field} must be 1-{max} characters without control characters")));
     }
     Ok(s.to_owned())
 }
@@ -65,9 +138,10 @@ pub async fn active_company(state: &AppState, caller: &Caller, id: Uuid) -> Resu
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/companies", tag = "companies", request_body = NewCompany,
+#[utoipa::path(post, path = "/api/v1/companies", tag = "companies", request_body = CreateCompany,
     responses(
         (status = 201, body = Company),
+        (status = 403, description = "The key's role may not create companies", body = ErrorBody),
         (status = 409, description = "An active company has this symbol", body = ErrorBody),
         (status = 422, description = "A field is invalid", body = ErrorBody),
     ))]
@@ -75,10 +149,14 @@ pub async fn active_company(state: &AppState, caller: &Caller, id: Uuid) -> Resu
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(new): JsonBody<NewCompany>,
+    JsonBody(new): JsonBody<CreateCompany>,
 ) -> Result<(StatusCode, Json<Company>), ApiError> {
     caller.require(Action::Write, "create companies")?;
-    let new = NewCompany { symbol: symbol(&new.symbol)?, name: name(&new.name)?, sector: new.sector };
+    let new = NewCompany {
+        symbol: symbol(&new.symbol)?,
+        name: text("name", &new.name, NAME_MAX)?,
+        sector: new.sector.as_deref().map(|s| text("sector", s, SECTOR_MAX)).transpose()?,
+    };
     let mut tx = state.db.begin().await?;
     let inserted = companies::insert(&mut tx, caller.tenant, &new).await;
     let company = state.db.finish(tx, inserted).await?.ok_or_else(|| taken(&new.symbol))?;
@@ -86,20 +164,27 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Companies whose symbol starts with this (case-insensitive).
+    #[param(pattern = "^[A-Za-z0-9.-]{0,16}$")]
     pub symbol: Option<String>,
     /// Include deactivated companies.
     #[serde(default)]
     pub include_inactive: bool,
+    /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// Companies to skip, default 0.
     #[serde(default)]
+    #[param(minimum = 0)]
     pub offset: i64,
 }
 
 #[utoipa::path(get, path = "/api/v1/companies", tag = "companies", params(ListQuery),
-    responses((status = 200, body = [Company]), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = [Company]),
+        (status = 422, description = "limit, offset or symbol is out of range", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn list(
     State(state): State<AppState>,
@@ -110,7 +195,7 @@ pub async fn list(
     if q.offset < 0 {
         return Err(ApiError::invalid("offset", "offset must not be negative"));
     }
-    let prefix = q.symbol.as_deref().map(|s| s.trim().to_ascii_uppercase());
+    let prefix = q.symbol.as_deref().map(symbol_prefix).transpose()?;
     let mut tx = state.db.begin().await?;
     let found = companies::list(&mut tx, caller.tenant, prefix.as_deref(), q.include_inactive, limit, q.offset).await;
     Ok(Json(state.db.finish(tx, found).await?))
@@ -118,7 +203,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}", tag = "companies",
     params(("company_id" = Uuid, Path)),
-    responses((status = 200, body = Company), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Company), (status = 404, description = "No company with this id", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %id))]
 pub async fn read(
     State(state): State<AppState>,
@@ -131,22 +216,25 @@ pub async fn read(
     Ok(Json(company))
 }
 
-#[utoipa::path(patch, path = "/api/v1/companies/{company_id}", tag = "companies", request_body = CompanyPatch,
+#[utoipa::path(patch, path = "/api/v1/companies/{company_id}", tag = "companies", request_body = UpdateCompany,
     params(("company_id" = Uuid, Path)),
-    responses((status = 200, body = Company), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Company),
+        (status = 403, description = "The key's role may not update companies", body = ErrorBody),
+        (status = 404, description = "No active company with this id", body = ErrorBody),
+        (status = 409, description = "An active company has the new symbol", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %id))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(id): PathParams<Uuid>,
-    JsonBody(patch): JsonBody<CompanyPatch>,
+    JsonBody(patch): JsonBody<UpdateCompany>,
 ) -> Result<Json<Company>, ApiError> {
     caller.require(Action::Write, "update companies")?;
     let patch = CompanyPatch {
         symbol: patch.symbol.as_deref().map(symbol).transpose()?,
-        name: patch.name.as_deref().map(name).transpose()?,
-        sector: patch.sector,
+        name: patch.name.as_deref().map(|s| text("name", s, NAME_MAX)).transpose()?,
+        sector: patch.sector.as_deref().map(|s| text("sector", s, SECTOR_MAX)).transpose()?,
     };
     let mut tx = state.db.begin().await?;
     let updated = companies::update(&mut tx, caller.tenant, id, &patch).await;
@@ -165,7 +253,8 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/companies/{company_id}", tag = "companies",
     params(("company_id" = Uuid, Path)),
     responses((status = 200, description = "Deactivated; its history stays", body = Company),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, description = "Only an admin key may deactivate companies", body = ErrorBody),
+        (status = 404, description = "No active company with this id", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %id))]
 pub async fn deactivate(
     State(state): State<AppState>,
@@ -190,5 +279,35 @@ mod tests {
         for bad in ["", "A B", "ÄPFEL", "ABCDEFGHIJKLMNOPQ"] {
             assert!(matches!(symbol(bad), Err(ApiError::Invalid { field, .. }) if field == "symbol"), "{bad:?}");
         }
+        assert_eq!(symbol_prefix(" ac").ok().as_deref(), Some("AC"));
+        assert_eq!(symbol_prefix("").ok().as_deref(), Some(""));
+        for bad in ["A\0", "A%", "ABCDEFGHIJKLMNOPQ"] {
+            assert!(symbol_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_trimmed_counted_in_characters_and_free_of_control_characters() {
+        let cases = [
+            (" Acme ", 200, Some("Acme")),
+            (&*"é".repeat(200), 200, Some(&*"é".repeat(200))),
+            (&*"é".repeat(201), 200, None),
+            ("   ", 200, None),
+            ("Ac\0me", 200, None),
+            ("Ac\u{85}me", 200, None),
+            ("retail", 5, None),
+        ];
+        for (raw, max, want) in cases {
+            assert_eq!(text("name", raw, max).ok().as_deref(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_symbol_pattern_of_the_document_is_the_one_checked() {
+        let doc = serde_json::to_value(<CreateCompany as utoipa::PartialSchema>::schema()).expect("schema");
+        assert_eq!(doc["properties"]["symbol"]["pattern"], "^[A-Za-z0-9.-]{1,16}$");
+        assert!(symbol("A.B-1").is_ok() && symbol(&"A".repeat(16)).is_ok());
+        assert_eq!(doc["properties"]["name"]["maxLength"], NAME_MAX);
+        assert_eq!(doc["properties"]["sector"]["maxLength"], SECTOR_MAX);
     }
 }

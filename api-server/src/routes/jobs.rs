@@ -13,7 +13,7 @@ use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{PathParams, QueryParams};
+use super::{PathParams, QueryParams, RawBody};
 use crate::auth::{Action, Caller};
 use crate::csvio::{self, CsvError};
 use crate::db::jobs::{self, Job};
@@ -36,11 +36,38 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// critical, high, normal, low or batch (default).
+    #[param(schema_with = priority_schema)]
     pub priority: Option<String>,
 }
+
+fn priority_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(queue::PRIORITIES.map(|(name, _)| name)))
+        .build()
+}
+
+/// The CSV upload, for the document: a string whose pattern is the canonical layout (header, then
+/// rows of ten numbers), so that generated clients and fuzzers send uploads the server accepts.
+pub struct UploadCsv;
+
+impl utoipa::PartialSchema for UploadCsv {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let number = "-?[0-9]{1,9}(\\.[0-9]{1,4})?";
+        let header = csvio::INPUT_COLUMNS.join(",");
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(format!("^{header}\n({number}(,{number}){{9}}\n){{1,20}}$")))
+            .examples([format!("{header}\n1000,300,400,150,350,150,100,90,140,700\n")])
+            .into()
+    }
+}
+
+impl ToSchema for UploadCsv {}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Accepted {
@@ -63,22 +90,25 @@ impl From<CsvError> for ApiError {
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", params(UploadQuery),
-    request_body(content = String, content_type = "text/csv",
-        description = "Header line with total_assets, total_liabilities, current_assets, current_liabilities, \
-                       retained_earnings, ebit, net_income, previous_net_income, funds_from_operations, \
-                       book_equity and optionally reference; up to 100,000 rows"),
+    request_body(content = UploadCsv, content_type = "text/csv",
+        description = "A header line naming the columns total_assets, total_liabilities, current_assets, \
+                       current_liabilities, retained_earnings, ebit, net_income, previous_net_income, \
+                       funds_from_operations, book_equity (and optionally reference, echoed in the results), \
+                       then up to 100,000 rows of numbers. The schema's pattern is the canonical layout; \
+                       columns in another order, quoted fields and CRLF line ends are accepted too. A row \
+                       the model cannot score becomes an error in the results, not a rejected upload."),
     responses(
         (status = 202, description = "Accepted: every row will have a result or an error", body = Accepted),
-        (status = 413, description = "Too many rows", body = ErrorBody),
-        (status = 422, description = "The CSV is malformed; the message names line and column", body = ErrorBody),
-        (status = 503, description = "The database or the queue is unavailable; nothing was accepted", body = ErrorBody),
+        (status = 403, description = "The key's role may not submit jobs", body = ErrorBody),
+        (status = 413, description = "More rows than the server accepts, or a body over 64 MiB", body = ErrorBody),
+        (status = 422, description = "The CSV is malformed or the priority unknown; the message names line and column", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     QueryParams(q): QueryParams<UploadQuery>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     caller.require(Action::Write, "submit jobs")?;
     let priority_name = q.priority.as_deref().unwrap_or("batch");
@@ -135,7 +165,7 @@ impl From<Job> for JobStatus {
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = Uuid, Path)),
-    responses((status = 200, body = JobStatus), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = JobStatus), (status = 404, description = "No job with this id", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, job = %id))]
 pub async fn status(
     State(state): State<AppState>,
@@ -159,7 +189,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}/results", tag = "jobs", params(("job_id" = Uuid, Path)),
     responses((status = 200, description = "CSV: row,reference,probability,risk_level,zone,error; rows so far, in order",
-        content_type = "text/csv", body = String), (status = 404, body = ErrorBody)))]
+        content_type = "text/csv", body = String), (status = 404, description = "No job with this id", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, job = %id))]
 pub async fn results(
     State(state): State<AppState>,

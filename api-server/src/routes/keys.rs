@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// admin, analyst or viewer.
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
@@ -34,7 +35,9 @@ pub struct CreatedKey {
 }
 
 #[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
-    responses((status = 201, body = CreatedKey), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedKey),
+        (status = 403, description = "Only an admin key may create keys", body = ErrorBody),
+        (status = 422, description = "The role is not admin, analyst or viewer", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn create(
     State(state): State<AppState>,

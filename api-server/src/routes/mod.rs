@@ -7,9 +7,11 @@ pub mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod predictions;
+pub mod responses;
 pub mod statements;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
@@ -32,6 +34,17 @@ pub struct QueryParams<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct PathParams<T>(pub T);
+
+/// A raw request body (the CSV upload) whose rejections use the service's error shape.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(request, state).await.map(Self).map_err(ApiError::from)
+    }
+}
 
 /// Bulk uploads are up to 100,000 rows of about 100 bytes.
 const UPLOAD_LIMIT_BYTES: usize = 64 * 1024 * 1024;
@@ -77,5 +90,41 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
         None => Ok(50),
         Some(n) if (1..=500).contains(&n) => Ok(n),
         Some(n) => Err(ApiError::invalid("limit", format!("limit must be between 1 and 500, got {n}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The upload route's body extractor behind a limit of `limit` bytes.
+    fn upload_route(limit: usize) -> Router {
+        Router::new()
+            .route("/", post(|RawBody(body): RawBody| async move { body.len().to_string() }))
+            .layer(DefaultBodyLimit::max(limit))
+    }
+
+    #[tokio::test]
+    async fn a_raw_body_over_the_limit_is_a_413_in_the_json_error_shape_not_axums_plain_text() {
+        let cases = [(16, StatusCode::OK), (17, StatusCode::PAYLOAD_TOO_LARGE)];
+        for (size, want) in cases {
+            let request = Request::post("/").body(Body::from(vec![b'x'; size])).expect("request");
+            let response = upload_route(16).oneshot(request).await.expect("answered");
+            assert_eq!(response.status(), want, "{size} bytes");
+            if want != StatusCode::OK {
+                let content_type = response.headers()[axum::http::header::CONTENT_TYPE].clone();
+                let body = axum::body::to_bytes(response.into_body(), 4096).await.expect("body");
+                let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                assert_eq!(
+                    (content_type.to_str().ok(), json["error"]["code"].as_str()),
+                    (Some("application/json"), Some("too_large"))
+                );
+            }
+        }
     }
 }

@@ -34,11 +34,44 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Name a stored statement or give one inline (exactly one of the two).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     pub statement_id: Option<Uuid>,
     pub statement: Option<Statement>,
+}
+
+/// Two shapes, one field each: a struct's derived schema could not say "exactly one".
+impl utoipa::PartialSchema for PredictRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+        };
+        let one_field = |name: &str, schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(name, schema)
+                .required(name)
+                .additional_properties(Some(AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(false)))
+        };
+        OneOfBuilder::new()
+            .description(Some("Name a stored statement or give one inline (exactly one of the two)"))
+            .item(one_field(
+                "statement_id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                    .into(),
+            ))
+            .item(one_field("statement", utoipa::openapi::Ref::from_schema_name("Statement").into()))
+            .into()
+    }
+}
+
+impl ToSchema for PredictRequest {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        schemas.push(("Statement".to_owned(), <Statement as utoipa::PartialSchema>::schema()));
+    }
 }
 
 /// The cache key of a prediction: tenant, company, model version and the input (a stored
@@ -79,9 +112,9 @@ fn score(state: &AppState, s: &Statement, source: &'static str) -> Result<Predic
     responses(
         (status = 200, description = "The same input was scored by this model version before (from cache)", body = PredictionRecord),
         (status = 201, description = "Scored and stored", body = PredictionRecord),
-        (status = 404, body = ErrorBody),
+        (status = 403, description = "The key's role may not request predictions", body = ErrorBody),
+        (status = 404, description = "No active company with this id, or no such statement of it", body = ErrorBody),
         (status = 422, description = "The statement cannot be scored; `field` names the input", body = ErrorBody),
-        (status = 503, description = "The database is unavailable and the prediction is not cached", body = ErrorBody),
     ))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %company_id))]
 pub async fn predict(
@@ -138,6 +171,7 @@ pub async fn predict(
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to 1,000 statements.
+    #[schema(min_items = 1, max_items = 1000)]
     pub statements: Vec<Statement>,
 }
 
@@ -165,6 +199,7 @@ pub struct BatchResponse {
 
 #[utoipa::path(post, path = "/api/v1/predictions/batch", tag = "predictions", request_body = BatchRequest,
     responses((status = 200, description = "One result per statement, in order; bad statements carry an error", body = BatchResponse),
+        (status = 403, description = "The key's role may not request predictions", body = ErrorBody),
         (status = 422, description = "No statements or more than 1,000", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, size = request.statements.len()))]
 pub async fn batch(
@@ -199,6 +234,7 @@ pub async fn batch(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Only predictions made at or after this time (RFC 3339).
@@ -206,8 +242,10 @@ pub struct HistoryQuery {
     /// Only predictions made before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// 1 to 500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub cursor: Option<String>,
 }
 
@@ -231,8 +269,9 @@ fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}/predictions", tag = "predictions",
     params(("company_id" = Uuid, Path), HistoryQuery),
-    responses((status = 200, description = "Newest first", body = HistoryPage), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Newest first", body = HistoryPage),
+        (status = 404, description = "No company with this id", body = ErrorBody),
+        (status = 422, description = "limit or cursor is out of range, or from is not before to", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %company_id))]
 pub async fn history(
     State(state): State<AppState>,
@@ -265,7 +304,8 @@ pub async fn history(
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}/predictions/latest", tag = "predictions",
     params(("company_id" = Uuid, Path)),
-    responses((status = 200, body = PredictionRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PredictionRecord),
+        (status = 404, description = "No predictions of a company with this id", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %company_id))]
 pub async fn latest(
     State(state): State<AppState>,

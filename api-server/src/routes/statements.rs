@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewStatement {
     /// The reporting period: a year (`2024`), a quarter (`2024-Q4`) or a half (`2024-H1`).
-    #[schema(example = "2024-Q4")]
+    #[schema(example = "2024-Q4", pattern = "^[0-9]{4}(-([Qq][1-4]|[Hh][12]))?$")]
     pub period: String,
     #[serde(flatten)]
     pub statement: Statement,
@@ -46,7 +46,9 @@ fn period(raw: &str) -> Result<String, ApiError> {
 
 #[utoipa::path(post, path = "/api/v1/companies/{company_id}/statements", tag = "statements",
     request_body = NewStatement, params(("company_id" = Uuid, Path)),
-    responses((status = 201, body = StoredStatement), (status = 404, body = ErrorBody),
+    responses((status = 201, body = StoredStatement),
+        (status = 403, description = "The key's role may not add statements", body = ErrorBody),
+        (status = 404, description = "No active company with this id", body = ErrorBody),
         (status = 409, description = "The company has a statement for this period", body = ErrorBody),
         (status = 422, description = "A field is missing or cannot be scored", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %company_id))]
@@ -72,7 +74,8 @@ pub async fn create(
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}/statements", tag = "statements",
     params(("company_id" = Uuid, Path)),
-    responses((status = 200, description = "Newest period first", body = [StoredStatement]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Newest period first", body = [StoredStatement]),
+        (status = 404, description = "No company with this id", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %company_id))]
 pub async fn list(
     State(state): State<AppState>,
@@ -93,7 +96,8 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}/statements/{statement_id}", tag = "statements",
     params(("company_id" = Uuid, Path), ("statement_id" = Uuid, Path)),
-    responses((status = 200, body = StoredStatement), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = StoredStatement),
+        (status = 404, description = "No such statement of this company", body = ErrorBody)))]
 #[instrument(skip_all, fields(tenant = %caller.tenant, company = %company_id))]
 pub async fn read(
     State(state): State<AppState>,
