@@ -136,6 +136,9 @@ pub struct ServeArgs {
     /// Largest bulk upload.
     #[arg(long, env = "RISK_BULK_MAX_ROWS", default_value_t = 100_000)]
     pub bulk_max_rows: usize,
+    /// A request slower than this (milliseconds) is logged with its route, status and duration.
+    #[arg(long, env = "RISK_SLOW_REQUEST_MS", default_value_t = 1000)]
+    pub slow_request_ms: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -115,18 +115,30 @@ impl Metrics {
     }
 }
 
+/// What the request middleware needs: the families, and when a request counts as slow.
+#[derive(Clone)]
+pub struct Tracking {
+    pub metrics: Metrics,
+    pub slow_after: std::time::Duration,
+}
+
 /// Counts and times every request under its route template (never the raw path, whose ids
-/// would make a series per company).
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+/// would make a series per company), and logs the slow ones.
+pub async fn track(State(Tracking { metrics, slow_after }): State<Tracking>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    if elapsed >= slow_after {
+        let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(%method, %route, status, duration_ms, "slow request");
+    }
     metrics
         .duration
         .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
     metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     response
 }
@@ -141,5 +153,66 @@ pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
     match prometheus_client::encoding::text::encode(&mut out, &registry) {
         Ok(()) => ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
         Err(e) => crate::error::ApiError::internal(anyhow::anyhow!("encoding metrics: {e}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A log sink the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn call(router: &Router, path: &str) {
+        let request = axum::http::Request::get(path).body(axum::body::Body::empty()).expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_slower_than_the_threshold_is_logged_with_route_status_and_duration() {
+        let log = Captured::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone()).finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let tracking =
+            Tracking { metrics: Metrics::register(&mut Registry::default()), slow_after: Duration::from_millis(50) };
+        let router = Router::new()
+            .route("/slow/{id}", get(|| async { tokio::time::sleep(Duration::from_millis(80)).await }))
+            .route("/fast", get(|| async {}))
+            .layer(axum::middleware::from_fn_with_state(tracking, track));
+
+        call(&router, "/fast").await;
+        call(&router, "/slow/42").await;
+
+        let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
+        let slow: Vec<&str> = text.lines().filter(|l| l.contains("slow request")).collect();
+        assert_eq!(slow.len(), 1, "{text}");
+        assert!(slow[0].contains("route=/slow/{id}") && slow[0].contains("status=200"), "{}", slow[0]);
+        let ms: u64 = slow[0]
+            .split("duration_ms=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("duration_ms");
+        assert!(ms >= 80, "{ms}");
     }
 }

@@ -26,6 +26,7 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
         l1_cache_entries: args.l1_cache_entries,
         rate_limit_per_second: args.rate_limit_per_second,
         rate_limit_burst: args.rate_limit_burst,
+        slow_request: std::time::Duration::from_millis(args.slow_request_ms),
     };
     Ok(AppState::new(db, redis, settings, registry))
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub l1_cache_entries: u64,
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: f64,
+    /// Requests slower than this are logged.
+    pub slow_request: std::time::Duration,
 }
 
 #[derive(Clone)]

@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            crate::metrics::Tracking { metrics: state.metrics.clone(), slow_after: state.settings.slow_request },
+            crate::metrics::track,
+        ))
         .with_state(state.clone());
     api.merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(state.registry.clone()))
 }
