@@ -12,6 +12,7 @@ use redis::AsyncCommands;
 use reqwest::StatusCode;
 use riskplatform_tests::api::{ApiStack, Server};
 use riskplatform_tests::http::{bulk_csv, ApiClient};
+use riskplatform_tests::prometheus::free_port;
 use riskplatform_tests::redis::Redis;
 use serde_json::Value;
 
@@ -19,6 +20,13 @@ use serde_json::Value;
 /// after 2 s (the documented 60 s would dominate the restart case).
 const FAST_SWEEP: [(&str, &str); 3] =
     [("RISK_SWEEP_INTERVAL_SECONDS", "1"), ("RISK_SWEEP_GRACE_SECONDS", "2"), ("RISK_BREAKER_RECOVERY_SECONDS", "2")];
+
+/// [`FAST_SWEEP`] with the worker's metrics on `addr`.
+fn with_metrics(addr: &str) -> Vec<(&'static str, &str)> {
+    let mut env = vec![("RISK_METRICS_ADDR", addr)];
+    env.extend(FAST_SWEEP);
+    env
+}
 
 /// The bulk queue of the default priority (batch, 1).
 const BATCH_QUEUE: &str = "rp:queue:1";
@@ -61,8 +69,9 @@ async fn a_job_completes_with_every_row_once_after_redis_is_flushed_mid_job() ->
     let c = ApiClient::new(&server.url, Some(&stack.create_tenant("flush")?));
     let rows = 20_000;
     let job = upload(&c, rows, "").await?;
-    let _w1 = stack.worker("w1", &FAST_SWEEP)?;
-    let _w2 = stack.worker("w2", &FAST_SWEEP)?;
+    let metrics = [format!("127.0.0.1:{}", free_port()?), format!("127.0.0.1:{}", free_port()?)];
+    let _w1 = stack.worker("w1", &with_metrics(&metrics[0]))?;
+    let _w2 = stack.worker("w2", &with_metrics(&metrics[1]))?;
     let mid = wait_chunks_done(&c, &job, 40).await?;
     assert_ne!(mid["status"], "completed", "{mid}");
 
@@ -77,7 +86,21 @@ async fn a_job_completes_with_every_row_once_after_redis_is_flushed_mid_job() ->
     );
     assert_every_row_once(&stack, &done, &job, rows).await?;
     assert_requeued(&done);
+
+    // The sweeper counted what it requeued; every worker exports the oldest pending job's age.
+    let mut requeued = 0.0;
+    for addr in &metrics {
+        let text = reqwest::get(format!("http://{addr}/metrics")).await?.text().await?;
+        requeued += sample(&text, "riskplatform_job_chunks_requeued_total").unwrap_or(0.0);
+        assert!(sample(&text, "riskplatform_oldest_pending_chunk_age_seconds").is_some(), "{text}");
+    }
+    assert_eq!(Some(requeued), done["chunks_requeued"].as_f64(), "the counter matches the job's count");
     Ok(())
+}
+
+/// The value of an unlabelled series in a text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -197,6 +220,7 @@ async fn a_job_whose_chunks_cannot_complete_fails_with_a_reason_instead_of_waiti
     let unreadable = upload(&c, 200, "").await?;
     let deleted = upload(&c, 200, "").await?;
     let lost_often = upload(&c, 100, "?priority=low").await?;
+    let out_of_retries = upload(&c, 100, "?priority=normal").await?;
     let pool = stack.sql().await?;
     sqlx::query("UPDATE bulk_job_chunks SET rows = '\"gone\"' WHERE job_id = $1::uuid AND chunk_no = 1")
         .bind(&unreadable)
@@ -211,14 +235,21 @@ async fn a_job_whose_chunks_cannot_complete_fails_with_a_reason_instead_of_waiti
         .bind(&lost_often)
         .execute(&pool)
         .await?;
+    // Its counted failures reached the last retry, then Redis lost its message: the rebuilt one
+    // keeps the attempt, so the chunk is not retried afresh.
+    sqlx::query("UPDATE bulk_job_chunks SET attempt = 4 WHERE job_id = $1::uuid")
+        .bind(&out_of_retries)
+        .execute(&pool)
+        .await?;
     let mut redis = stack.redis_client().await?;
-    let () = redis.del("rp:queue:3").await?;
+    let () = redis.del(&["rp:queue:3", "rp:queue:5"]).await?;
 
     let _worker = stack.worker("w", &FAST_SWEEP)?;
     let cases = [
         (&unreadable, "chunk 1 failed after its retries: failed 4 times; its stored rows cannot be read"),
         (&deleted, "1 of 2 chunks are missing from the database"),
         (&lost_often, "chunk 0 could not be kept queued: lost from the queue after 5 requeues"),
+        (&out_of_retries, "chunk 0 failed after its retries: failed 4 times"),
     ];
     for (job, reason) in cases {
         let done = c.wait_finished(job, Duration::from_secs(60)).await?;
@@ -228,5 +259,10 @@ async fn a_job_whose_chunks_cannot_complete_fails_with_a_reason_instead_of_waiti
     }
     let csv = c.get(&format!("/api/v1/jobs/{lost_often}/results")).await?.text;
     assert_eq!(csv.lines().nth(1), Some("1,R0,,,,not processed: lost from the queue after 5 requeues"));
+    let doc = c.get("/api/v1/openapi.json").await?.body;
+    let job = &doc["components"]["schemas"]["Job"]["properties"];
+    for field in ["chunks_requeued", "last_requeued_at", "error"] {
+        assert!(job[field]["description"].is_string(), "{field} documented in {job}");
+    }
     Ok(())
 }
