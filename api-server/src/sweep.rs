@@ -10,6 +10,7 @@
 //! 5 s). Should both the original and the rebuilt message be delivered, the chunk still counts
 //! once: completion locks the chunk row and counts only a pending chunk.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -46,6 +47,7 @@ pub struct Plan {
 /// Splits the candidates that `missing` names into those queued again (with their priority and
 /// attempt) and those lost too often; candidates that still have a message are left alone.
 pub fn plan(candidates: &[PendingChunk], missing: &[ChunkId], max_requeues: i32) -> Plan {
+    let missing: HashSet<&ChunkId> = missing.iter().collect();
     let mut plan = Plan::default();
     for c in candidates.iter().filter(|c| missing.contains(&c.id)) {
         if c.requeues >= max_requeues {
@@ -62,11 +64,9 @@ pub fn plan(candidates: &[PendingChunk], missing: &[ChunkId], max_requeues: i32)
     plan
 }
 
-/// What one sweep did.
+/// What one sweep did (nothing when another worker held the lock).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// False when another worker held the lock.
-    pub swept: bool,
     pub requeued: usize,
     pub given_up: usize,
     pub jobs_failed: usize,
@@ -95,7 +95,7 @@ pub async fn sweep_once(db: &Db, queue: &Queue, config: &SweepConfig) -> Result<
         sweep::mark_requeued(&mut tx, &lost).await
     }
     .await;
-    let recorded = db.finish(tx, written).await?;
+    let recorded: HashSet<ChunkId> = db.finish(tx, written).await?.into_iter().collect();
     // Pushed after the commit: should the push fail, the chunks are found missing again once
     // their new queue time is past the grace period.
     let messages: Vec<Message> =
@@ -107,7 +107,7 @@ pub async fn sweep_once(db: &Db, queue: &Queue, config: &SweepConfig) -> Result<
     for c in &plan.give_up {
         tracing::error!(job = %c.id.job, chunk = c.id.chunk, requeues = c.requeues, "chunk given up: lost from the queue too often");
     }
-    Ok(Report { swept: true, requeued: messages.len(), given_up: plan.give_up.len(), jobs_failed: failed.len() })
+    Ok(Report { requeued: messages.len(), given_up: plan.give_up.len(), jobs_failed: failed.len() })
 }
 
 /// Sets the oldest-pending-chunk gauge (every worker, so the series survives any one of them).
