@@ -266,3 +266,28 @@ async fn a_job_whose_chunks_cannot_complete_fails_with_a_reason_instead_of_waiti
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_to_a_redis_full_of_queue_state_is_refused_with_503_and_its_job_failed() -> Result<()> {
+    let stack = ApiStack::start_with(Redis::start_with("4mb", "volatile-lru")?)?;
+    let server = stack.serve(&[]).await?;
+    let c = ApiClient::new(&server.url, Some(&stack.create_tenant("full")?));
+    // Keys without a TTL, as queue state is: volatile-lru may not evict them.
+    let mut redis = stack.redis_client().await?;
+    // 2 MB of them, then a limit below that: no write fits and nothing may be evicted.
+    let value = "q".repeat(4096);
+    for n in 0..500 {
+        let () = redis.set(format!("rp:fill:{n}"), &value).await?;
+    }
+    let () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1mb").query_async(&mut redis).await?;
+    let refused: redis::RedisResult<()> = redis.set("rp:fill:more", 1).await;
+    assert_eq!(refused.map_err(|e| e.code().map(str::to_owned)), Err(Some("OOM".to_owned())), "Redis is full");
+    let refused = c.upload(bulk_csv(300, None), "").await?;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{}", refused.text);
+    assert!(refused.retry_after.is_some(), "{refused:?}");
+    let pool = stack.sql().await?;
+    let statuses: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, error FROM bulk_jobs").fetch_all(&pool).await?;
+    assert_eq!(statuses, [("failed".to_owned(), Some("the job queue was unavailable at upload".to_owned()))]);
+    Ok(())
+}
