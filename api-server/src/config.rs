@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use riskplatform_breaker::BreakerConfig;
 
 use crate::auth::Role;
+use crate::sweep::SweepConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -173,6 +174,17 @@ pub struct WorkerArgs {
     /// A worker whose heartbeat is older than this is dead and its chunks go back to the queue.
     #[arg(long, env = "RISK_WORKER_DEAD_AFTER_SECONDS", default_value_t = 15)]
     pub dead_after_seconds: u64,
+    /// How often a worker tries to sweep (rebuild queue messages Redis lost from PostgreSQL; one
+    /// worker at a time). A lost chunk is queued again within this plus the grace period.
+    #[arg(long, env = "RISK_SWEEP_INTERVAL_SECONDS", default_value_t = 5)]
+    pub sweep_interval_seconds: u64,
+    /// How long after being queued a chunk is left unchecked (covers an upload between storing
+    /// its chunks and queueing them).
+    #[arg(long, env = "RISK_SWEEP_GRACE_SECONDS", default_value_t = 10)]
+    pub sweep_grace_seconds: u64,
+    /// Times the sweep queues a lost chunk again before giving it up (its rows reported failed).
+    #[arg(long, env = "RISK_SWEEP_MAX_REQUEUES", default_value_t = 5)]
+    pub sweep_max_requeues: i32,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -184,5 +196,13 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     pub fn dead_after(&self) -> Duration {
         Duration::from_secs(self.dead_after_seconds.max(1))
+    }
+
+    pub fn sweep(&self) -> SweepConfig {
+        SweepConfig {
+            interval: Duration::from_secs(self.sweep_interval_seconds.max(1)),
+            grace: Duration::from_secs(self.sweep_grace_seconds),
+            max_requeues: self.sweep_max_requeues.max(0),
+        }
     }
 }

@@ -72,8 +72,14 @@ pub fn is_database_outage(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Unreachable, or refusing writes because `maxmemory` is full of keys it may not evict (under
+/// volatile-lru: the job queue), which leaves Redis as unusable as a dead one.
 pub fn is_redis_outage(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.code() == Some("OOM")
 }
 
 /// One dependency's breaker and its failure streak, under one lock.

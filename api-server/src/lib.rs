@@ -18,5 +18,6 @@ pub mod ratelimit;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod sweep;
 pub mod worker;
 pub mod writer;

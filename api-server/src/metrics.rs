@@ -1,6 +1,7 @@
 //! The process's metrics: one registry, each component registering its own families; names
 //! follow Prometheus conventions and the names the operator's queries expect.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,10 @@ pub struct Metrics {
     pub queue_length: Family<QueueLabels, Gauge>,
     pub dead_letters: Gauge,
     pub chunks: Family<OutcomeLabels, Counter>,
+    /// Chunks the queue sweep queued again after Redis lost their message.
+    pub requeued: Counter,
+    /// Seconds the oldest unfinished bulk job has waited (an alert: it grows while work is stuck).
+    pub oldest_pending_age: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -71,6 +76,8 @@ impl Metrics {
             queue_length: Family::default(),
             dead_letters: Gauge::default(),
             chunks: Family::default(),
+            requeued: Counter::default(),
+            oldest_pending_age: Gauge::default(),
         };
         registry.register("http_requests", "HTTP requests by method, route and status", m.requests.clone());
         registry.register(
@@ -93,6 +100,17 @@ impl Metrics {
             "riskplatform_job_chunks",
             "Bulk job chunks handled by this worker, by outcome",
             m.chunks.clone(),
+        );
+        registry.register(
+            "riskplatform_job_chunks_requeued",
+            "Bulk job chunks the queue sweep queued again after Redis lost their message",
+            m.requeued.clone(),
+        );
+        registry.register_with_unit(
+            "riskplatform_oldest_pending_chunk_age",
+            "Age of the oldest bulk job with chunks still pending",
+            prometheus_client::registry::Unit::Seconds,
+            m.oldest_pending_age.clone(),
         );
         m
     }

@@ -1,7 +1,9 @@
 //! The Redis job queue: one list per priority, a per-worker processing list that a chunk moves to
 //! atomically when taken, heartbeats in a sorted set so a dead worker's chunks go back to the
 //! queue, retries with exponential backoff through a delayed set, and a dead-letter list. A
-//! message only names a chunk (its rows are in PostgreSQL), so delivering one twice is harmless.
+//! message only names a chunk (its rows are in PostgreSQL), so delivering one twice is harmless,
+//! and a message Redis lost can be rebuilt from PostgreSQL (see `sweep.rs`). Every key here is
+//! queue state and carries no TTL: under `volatile-lru` cache pressure never evicts it.
 
 use std::time::Duration;
 
@@ -17,6 +19,9 @@ pub const PRIORITIES: [(&str, i16); 5] = [("critical", 9), ("high", 7), ("normal
 pub const MAX_RETRIES: u32 = 3;
 
 const WORKERS: &str = "rp:workers";
+/// The processing lists that may hold messages, so a scan for live messages finds them all
+/// without walking the keyspace.
+const PROCESSORS: &str = "rp:processors";
 const DELAYED: &str = "rp:delayed";
 pub const DEAD: &str = "rp:dead";
 const QUEUE_PREFIX: &str = "rp:queue:";
@@ -48,14 +53,61 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1 << attempt.saturating_sub(1).min(10))
 }
 
-/// Takes the oldest message of the highest non-empty priority into the processing list.
+/// Identifies a chunk in PostgreSQL and in the live-message scan: `job:chunk`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChunkId {
+    pub job: Uuid,
+    pub chunk: i32,
+}
+
+impl ChunkId {
+    fn key(&self) -> String {
+        format!("{}:{}", self.job, self.chunk)
+    }
+
+    fn parse(key: &str) -> Option<Self> {
+        let (job, chunk) = key.split_once(':')?;
+        Some(Self { job: job.parse().ok()?, chunk: chunk.parse().ok()? })
+    }
+}
+
+/// Takes the oldest message of the highest non-empty priority into the processing list
+/// (KEYS[#KEYS - 1]), recording that list in the set of processing lists (KEYS[#KEYS]).
 const TAKE: &str = r"
-local processing = KEYS[#KEYS]
-for i = 1, #KEYS - 1 do
+local processing = KEYS[#KEYS - 1]
+for i = 1, #KEYS - 2 do
   local m = redis.call('LMOVE', KEYS[i], processing, 'RIGHT', 'LEFT')
-  if m then return m end
+  if m then
+    redis.call('SADD', KEYS[#KEYS], processing)
+    return m
+  end
 end
 return false";
+
+/// Of the chunk ids in ARGV, returns those with no message anywhere a live message can be: the
+/// priority queues (KEYS[1..n-2]), the delayed set (KEYS[n-1]) and every processing list named
+/// in KEYS[n]. One script, so no message is missed while it moves between two of them. The
+/// processing lists are read by name from the set (standalone Redis, not Cluster).
+const MISSING: &str = r"
+local live = {}
+local function mark(m)
+  local ok, msg = pcall(cjson.decode, m)
+  if ok and type(msg) == 'table' and msg.job and msg.chunk then
+    live[msg.job .. ':' .. tostring(msg.chunk)] = true
+  end
+end
+for i = 1, #KEYS - 2 do
+  for _, m in ipairs(redis.call('LRANGE', KEYS[i], 0, -1)) do mark(m) end
+end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[#KEYS - 1], 0, -1)) do mark(m) end
+for _, p in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do
+  for _, m in ipairs(redis.call('LRANGE', p, 0, -1)) do mark(m) end
+end
+local missing = {}
+for _, c in ipairs(ARGV) do
+  if not live[c] then missing[#missing + 1] = c end
+end
+return missing";
 
 /// Moves a failed message from the processing list into the delayed set, due at ARGV[3].
 const DEFER: &str = r"
@@ -85,6 +137,7 @@ while true do
   n = n + 1
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], KEYS[1])
 return n";
 
 /// Moves a message from the processing list to the dead-letter list.
@@ -117,6 +170,38 @@ impl Queue {
         conn.lpush(queue_key(first.priority), raw).await
     }
 
+    /// Puts rebuilt messages at the head of their queues (they are next out: they waited longest).
+    pub async fn requeue(&self, messages: &[Message]) -> redis::RedisResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for m in messages {
+            pipe.rpush(queue_key(m.priority), serde_json::to_string(m).unwrap_or_default()).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async(&mut conn).await
+    }
+
+    /// The chunks of `candidates` that have no message in Redis at all.
+    pub async fn missing(&self, candidates: &[ChunkId]) -> redis::RedisResult<Vec<ChunkId>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let script = Script::new(MISSING);
+        let mut invocation = script.prepare_invoke();
+        for (_, p) in PRIORITIES {
+            invocation.key(queue_key(p));
+        }
+        invocation.key(DELAYED).key(PROCESSORS);
+        for c in candidates {
+            invocation.arg(c.key());
+        }
+        let mut conn = self.conn.clone();
+        let missing: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        Ok(missing.iter().filter_map(|k| ChunkId::parse(k)).collect())
+    }
+
     /// Takes the next message for `worker`, if any. A message that cannot be parsed is moved
     /// to the dead-letter list rather than blocking the queue.
     pub async fn take(&self, worker: &str) -> redis::RedisResult<Option<Delivery>> {
@@ -125,7 +210,7 @@ impl Queue {
         for (_, p) in PRIORITIES {
             invocation.key(queue_key(p));
         }
-        invocation.key(processing_key(worker));
+        invocation.key(processing_key(worker)).key(PROCESSORS);
         let mut conn = self.conn.clone();
         let raw: Option<String> = invocation.invoke_async(&mut conn).await?;
         let Some(raw) = raw else { return Ok(None) };
@@ -208,6 +293,7 @@ impl Queue {
         let n: u32 = Script::new(REAP)
             .key(processing_key(worker))
             .key(WORKERS)
+            .key(PROCESSORS)
             .arg(worker)
             .arg(QUEUE_PREFIX)
             .invoke_async(&mut conn)
@@ -241,6 +327,23 @@ mod tests {
     #[test]
     fn retries_back_off_exponentially() {
         assert_eq!([1, 2, 3].map(backoff), [1, 2, 4].map(Duration::from_secs));
+    }
+
+    #[test]
+    fn a_chunk_id_reads_back_what_it_writes_and_rejects_anything_else() {
+        let id = ChunkId { job: Uuid::from_u128(7), chunk: 42 };
+        assert_eq!(ChunkId::parse(&id.key()), Some(id));
+        for bad in ["", "42", "not-a-uuid:1", "00000000-0000-0000-0000-000000000007:x"] {
+            assert_eq!(ChunkId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_id_is_spelled_as_the_message_json_spells_it() {
+        let m = Message { job: Uuid::from_u128(7), chunk: 3, priority: 1, attempt: 0 };
+        let json: serde_json::Value = serde_json::to_value(&m).unwrap_or_default();
+        let spelled = format!("{}:{}", json["job"].as_str().unwrap_or_default(), json["chunk"]);
+        assert_eq!(spelled, ChunkId { job: m.job, chunk: m.chunk }.key());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! progress in one transaction, then acknowledges. Heartbeats let other workers return a dead
 //! worker's chunks to the queue; a chunk that keeps failing is retried with backoff and, after
 //! the last retry, reported as failed rows and dead-lettered. A dependency outage is not the
-//! chunk's fault: it waits for the dependency without using up retries.
+//! chunk's fault: it waits for the dependency without using up retries. Every worker also runs
+//! the queue sweep (`sweep.rs`), which rebuilds messages Redis lost.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -122,10 +123,25 @@ impl Worker {
         db.finish(tx, result).await
     }
 
+    /// Keeps the spent retry budget in PostgreSQL too, for a message rebuilt after Redis lost it.
+    /// Best effort: the deferred message carries the attempt either way.
+    async fn record_attempt(&self, job: uuid::Uuid, chunk: i32, attempt: u32) {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let recorded = async {
+            let mut tx = self.db.begin().await?;
+            let r = jobs::record_attempt(&mut tx, job, chunk, attempt).await;
+            self.db.finish(tx, r).await
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, %job, chunk, attempt, "could not record the attempt in the database");
+        }
+    }
+
     async fn bury(&self, d: &Delivery, reason: &str) -> Result<(), ApiError> {
         let db = &self.db;
         let mut tx = db.begin().await?;
-        let buried = jobs::bury(&mut tx, d.message.job, d.message.chunk, reason).await;
+        let buried = jobs::bury(&mut tx, d.message.job, d.message.chunk, "failed after its retries", reason).await;
         db.finish(tx, buried).await?;
         self.db.deps.redis(self.queue.bury(&self.id, d).await)
     }
@@ -167,6 +183,7 @@ impl Worker {
             Err(e) => {
                 self.count("retried");
                 let attempt = m.attempt + 1;
+                self.record_attempt(m.job, m.chunk, attempt).await;
                 tracing::warn!(error = %e, job = %m.job, chunk = m.chunk, attempt, "chunk failed; retrying after backoff");
                 self.settle("defer", || queue.defer(&self.id, &d, attempt, backoff(attempt), now_ms())).await;
             }
@@ -245,7 +262,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    let admin = crate::routes::admin_router(Probes { db, redis }, Arc::new(registry));
+    let admin = crate::routes::admin_router(Probes { db: db.clone(), redis }, Arc::new(registry));
     let mut admin_stop = stop.clone();
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(listener, admin)
@@ -254,7 +271,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
             })
             .await;
     });
-    tokio::spawn(metrics.watch_queues(queue.clone(), Duration::from_secs(2)));
+    tokio::spawn(metrics.clone().watch_queues(queue.clone(), Duration::from_secs(2)));
 
     // Chunks left in this worker's list by an earlier process under the same name go back first.
     if let Err(e) = queue.release(&id).await {
@@ -262,6 +279,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     }
     tracing::info!(worker = %id, concurrency = args.concurrency, "worker started");
     let housekeeping = tokio::spawn(worker.clone().housekeeping(args.dead_after(), stop.clone()));
+    let sweeper = tokio::spawn(crate::sweep::run(db, queue.clone(), metrics, args.sweep(), stop.clone()));
     let takers: Vec<_> =
         (0..args.concurrency.max(1)).map(|_| tokio::spawn(worker.clone().take_loop(stop.clone()))).collect();
 
@@ -272,6 +290,7 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
         let _ = t.await;
     }
     let _ = housekeeping.await;
+    let _ = sweeper.await;
     // Nothing should be left in hand; if something is, it goes back to the queue.
     if let Err(e) = queue.release(&id).await {
         tracing::warn!(error = %e, "could not return this worker's chunks; another worker will after the heartbeat timeout");

@@ -120,14 +120,16 @@ pub enum RedisMode {
     External,
 }
 
-/// Redis eviction policies (`maxmemory-policy`).
+/// Redis eviction policies (`maxmemory-policy`). The default is volatile-lru: every cache entry
+/// carries a TTL and the job queue's keys carry none, so it evicts cache entries by LRU (as the
+/// seeds' allkeys-lru would) and never the queue.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvictionPolicy {
-    #[default]
     AllkeysLru,
     AllkeysLfu,
     AllkeysRandom,
+    #[default]
     VolatileLru,
     VolatileLfu,
     VolatileRandom,
@@ -176,7 +178,9 @@ pub struct RedisSpec {
     #[serde(default = "default_maxmemory")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+(b|kb|mb|gb)?$')").message("redis.maxmemory must be a number with an optional unit b, kb, mb or gb, e.g. 1gb"))]
     pub maxmemory: String,
-    /// `maxmemory-policy` (documented default allkeys-lru).
+    /// `maxmemory-policy` (default volatile-lru: the cache's LRU eviction of the seeds'
+    /// allkeys-lru, without evicting the job queue, which shares this Redis; allkeys-lru would
+    /// evict queued chunks under cache pressure, and the workers' sweep would have to rebuild them).
     #[serde(default)]
     pub eviction_policy: EvictionPolicy,
     /// `tcp-keepalive` in seconds (documented default 300).
@@ -201,7 +205,7 @@ impl Default for RedisSpec {
             password_secret_ref: None,
             image: default_redis_image(),
             maxmemory: default_maxmemory(),
-            eviction_policy: EvictionPolicy::AllkeysLru,
+            eviction_policy: EvictionPolicy::VolatileLru,
             tcp_keepalive_seconds: default_redis_seconds(),
             timeout_seconds: default_redis_seconds(),
             persistence: RedisPersistence::default(),

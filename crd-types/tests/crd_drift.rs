@@ -35,7 +35,7 @@ fn schema_defaults_are_the_documented_ones() {
     assert_eq!(default(pgb, "reservePoolSize"), 10);
     assert_eq!(default(pgb, "maxDbConnections"), 200);
     assert_eq!(default(&spec["redis"], "maxmemory"), "1gb");
-    assert_eq!(default(&spec["redis"], "evictionPolicy"), "allkeys-lru");
+    assert_eq!(default(&spec["redis"], "evictionPolicy"), "volatile-lru");
     assert_eq!(default(&spec["circuitBreaker"], "failureThreshold"), 5);
     assert_eq!(default(&spec["circuitBreaker"], "recoveryTimeoutSeconds"), 60);
 }

@@ -37,9 +37,13 @@ impl Drop for Server {
 impl ApiStack {
     /// Starts the three servers and applies the migrations with `riskplatform-api migrate`.
     pub fn start() -> Result<Self> {
+        Self::start_with(Redis::start()?)
+    }
+
+    /// The same with a given Redis (its own memory limit and eviction policy).
+    pub fn start_with(redis: Redis) -> Result<Self> {
         let postgres = Postgres::start()?;
         let pgbouncer = PgBouncer::start(postgres.port())?;
-        let redis = Redis::start()?;
         let stack = Self { postgres, pgbouncer, redis };
         let out = stack.command(false).arg("migrate").output().context("running riskplatform-api migrate")?;
         if !out.status.success() {

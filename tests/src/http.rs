@@ -1,6 +1,8 @@
 //! A small JSON client for the prediction API in tests: every call returns status and body.
 
-use anyhow::Result;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -77,6 +79,27 @@ impl ApiClient {
             req = req.bearer_auth(key);
         }
         Self::reply(req.send().await?).await
+    }
+
+    /// Polls a job's status until `done` holds for it (or `within` passes: an error with the
+    /// last status).
+    pub async fn wait_job(&self, job: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self.get(&format!("/api/v1/jobs/{job}")).await?;
+            if done(&r.body) {
+                return Ok(r.body);
+            }
+            if Instant::now() > deadline {
+                bail!("job {job} not there after {within:?}: {}", r.text);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until a job is completed or failed.
+    pub async fn wait_finished(&self, job: &str, within: Duration) -> Result<Value> {
+        self.wait_job(job, within, |b| matches!(b["status"].as_str(), Some("completed" | "failed"))).await
     }
 }
 

@@ -1,5 +1,6 @@
 //! A real Redis server (Debian's `redis-server`) on a free loopback port with persistence off and
-//! the operator's eviction settings.
+//! the operator's eviction settings (or a smaller memory limit and another policy, for eviction
+//! tests). Without persistence, a restart on the same port comes back empty.
 
 use anyhow::Result;
 use tempfile::TempDir;
@@ -12,8 +13,17 @@ pub struct Redis {
     _dir: TempDir,
 }
 
+/// The managed Redis's documented defaults (see `crd-types`).
+pub const MAXMEMORY: &str = "1gb";
+pub const POLICY: &str = "volatile-lru";
+
 impl Redis {
     pub fn start() -> Result<Self> {
+        Self::start_with(MAXMEMORY, POLICY)
+    }
+
+    /// A Redis with its own `maxmemory` and `maxmemory-policy`.
+    pub fn start_with(maxmemory: &str, policy: &str) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("redis-").tempdir()?;
         let port = free_port()?;
         let args = [
@@ -26,9 +36,9 @@ impl Redis {
             "--appendonly",
             "no",
             "--maxmemory",
-            "1gb",
+            maxmemory,
             "--maxmemory-policy",
-            "allkeys-lru",
+            policy,
             "--dir",
             &dir.path().display().to_string(),
         ]

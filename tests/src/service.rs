@@ -89,6 +89,15 @@ impl Service {
         wait_for_port(r.port, Duration::from_secs(30)).with_context(|| format!("{} did not start", r.name))
     }
 
+    /// Kills the server with SIGKILL (a crash: no shutdown work) and waits until it has exited.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     /// Stops the server (its stop signal, SIGKILL after 10 s) and waits until it has exited.
     pub fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };

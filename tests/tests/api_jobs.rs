@@ -4,26 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use riskplatform_tests::api::ApiStack;
 use riskplatform_tests::http::{bulk_csv, ApiClient};
 use serde_json::Value;
-
-async fn wait_finished(c: &ApiClient, job: &str, within: Duration) -> Result<Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        let r = c.get(&format!("/api/v1/jobs/{job}")).await?;
-        if matches!(r.body["status"].as_str(), Some("completed" | "failed")) {
-            return Ok(r.body);
-        }
-        if Instant::now() > deadline {
-            bail!("job {job} not finished after {within:?}: {}", r.text);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_job_gives_every_row_a_result_or_an_error() -> Result<()> {
@@ -39,7 +25,7 @@ async fn a_bulk_job_gives_every_row_a_result_or_an_error() -> Result<()> {
     assert_eq!(c.get("/api/v1/jobs").await?.body.as_array().map(Vec::len), Some(1));
 
     let _worker = stack.worker("w1", &[])?;
-    let done = wait_finished(&c, &job, Duration::from_secs(60)).await?;
+    let done = c.wait_finished(&job, Duration::from_secs(60)).await?;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!((done["processed_rows"].as_i64(), done["failed_rows"].as_i64()), (Some(250), Some(1)));
     assert_eq!(done["progress_percent"], 100.0);
@@ -92,7 +78,7 @@ async fn a_worker_killed_mid_job_loses_no_row_and_duplicates_none() -> Result<()
     assert_ne!(mid.body["status"], "completed", "the kill happened mid-job: {}", mid.text);
 
     let _survivor = stack.worker("survivor", &fast_reaping)?;
-    let done = wait_finished(&c, &job, Duration::from_secs(120)).await?;
+    let done = c.wait_finished(&job, Duration::from_secs(120)).await?;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["processed_rows"].as_i64(), Some(rows as i64));
     assert_eq!(done["chunks_done"].as_i64(), Some(300));
@@ -128,7 +114,7 @@ async fn a_chunk_out_of_retries_is_reported_as_failed_rows_and_dead_lettered() -
     let _: () = redis.lpush("rp:queue:3", message.to_string()).await?;
 
     let _worker = stack.worker("w", &[])?;
-    let done = wait_finished(&c, &job, Duration::from_secs(60)).await?;
+    let done = c.wait_finished(&job, Duration::from_secs(60)).await?;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!((done["failed_rows"].as_i64(), done["chunks_dead"].as_i64()), (Some(3), Some(1)));
     assert!(done["error"].as_str().is_some_and(|e| e.contains("chunk 0 failed after its retries")), "{done}");
@@ -169,7 +155,7 @@ async fn a_worker_stopped_with_sigterm_finishes_its_chunks_and_leaves_nothing_in
 
     // No heartbeat timeout needed: another worker picks up the rest at once.
     let _next = stack.worker("next", &[])?;
-    let done = wait_finished(&c, &job, Duration::from_secs(60)).await?;
+    let done = c.wait_finished(&job, Duration::from_secs(60)).await?;
     assert_eq!((done["status"].as_str(), done["processed_rows"].as_i64()), (Some("completed"), Some(rows as i64)));
     Ok(())
 }

@@ -26,6 +26,12 @@ pub struct Job {
     pub chunks_total: i32,
     pub chunks_done: i32,
     pub chunks_dead: i32,
+    /// Chunks queued again by the sweep after their message was lost from Redis (counted once per
+    /// requeue).
+    pub chunks_requeued: i32,
+    /// When the sweep last queued one of its chunks again; null while none was lost.
+    pub last_requeued_at: Option<DateTime<Utc>>,
+    /// Why the job failed, when it did (which chunks, and what happened to them).
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -98,7 +104,7 @@ pub async fn get(tx: &mut Tx, tenant: Uuid, id: Uuid) -> Result<Option<Job>, sql
     sqlx::query_as!(
         Job,
         "SELECT id, status, priority, total_rows, processed_rows, failed_rows, chunks_total, chunks_done,
-             chunks_dead, error, created_at, started_at, finished_at
+             chunks_dead, chunks_requeued, last_requeued_at, error, created_at, started_at, finished_at
          FROM bulk_jobs WHERE tenant_id = $1 AND id = $2",
         tenant,
         id,
@@ -112,7 +118,7 @@ pub async fn unfinished(tx: &mut Tx, tenant: Uuid, limit: i64) -> Result<Vec<Job
     sqlx::query_as!(
         Job,
         "SELECT id, status, priority, total_rows, processed_rows, failed_rows, chunks_total, chunks_done,
-             chunks_dead, error, created_at, started_at, finished_at
+             chunks_dead, chunks_requeued, last_requeued_at, error, created_at, started_at, finished_at
          FROM bulk_jobs WHERE tenant_id = $1 AND status IN ('pending', 'processing')
          ORDER BY created_at LIMIT $2",
         tenant,
@@ -211,9 +217,45 @@ pub async fn complete(tx: &mut Tx, job: Uuid, chunk_no: i32, results: &[BulkResu
     finish_chunk(tx, job, chunk_no, "done", results, None).await
 }
 
-/// Gives up on a chunk after its last retry: its rows are reported as failed with `reason`.
-pub async fn bury(tx: &mut Tx, job: Uuid, chunk_no: i32, reason: &str) -> Result<(), sqlx::Error> {
-    let Some(chunk) = claim(tx, job, chunk_no).await? else { return Ok(()) };
+/// Records the delivery attempt a counted failure took a chunk to, so a message rebuilt after
+/// Redis lost it keeps the retry budget spent so far.
+pub async fn record_attempt(
+    tx: &mut Tx,
+    job: Uuid,
+    chunk_no: i32,
+    attempt: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE bulk_job_chunks SET attempt = GREATEST(attempt, $3) WHERE job_id = $1 AND chunk_no = $2",
+        job,
+        chunk_no,
+        attempt,
+    )
+    .execute(tx.exec())
+    .await?;
+    Ok(())
+}
+
+/// Gives up on a chunk (after its last retry, or lost from the queue too often): its rows are
+/// reported as failed with `reason`, the job's error says the chunk `why` (e.g. "failed after
+/// its retries"). A chunk whose stored rows cannot be read any more is given up without per-row
+/// results; the job's error says so.
+pub async fn bury(
+    tx: &mut Tx,
+    job: Uuid,
+    chunk_no: i32,
+    why: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let chunk = match claim(tx, job, chunk_no).await {
+        Ok(Some(chunk)) => chunk,
+        Ok(None) => return Ok(()),
+        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            let error = format!("chunk {chunk_no} {why}: {reason}; its stored rows cannot be read: {source}");
+            return finish_chunk(tx, job, chunk_no, "dead", &[], Some(error)).await;
+        }
+        Err(e) => return Err(e),
+    };
     let results: Vec<BulkResult> = chunk
         .rows
         .iter()
@@ -227,7 +269,7 @@ pub async fn bury(tx: &mut Tx, job: Uuid, chunk_no: i32, reason: &str) -> Result
             error: Some(format!("not processed: {reason}")),
         })
         .collect();
-    let error = format!("chunk {chunk_no} failed after its retries: {reason}");
+    let error = format!("chunk {chunk_no} {why}: {reason}");
     finish_chunk(tx, job, chunk_no, "dead", &results, Some(error)).await
 }
 

@@ -7,6 +7,7 @@ pub mod companies;
 pub mod jobs;
 pub mod predictions;
 pub mod statements;
+pub mod sweep;
 pub mod tenants;
 mod tx;
 

@@ -196,7 +196,8 @@ fn managed_redis_gets_the_documented_configuration() {
     let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
     let redis = children.redis.expect("managed redis");
     let conf = &redis.config.data.as_ref().expect("data")["redis.conf"];
-    for line in ["maxmemory 1gb", "maxmemory-policy allkeys-lru", "tcp-keepalive 300", "timeout 300", "appendonly no"] {
+    for line in ["maxmemory 1gb", "maxmemory-policy volatile-lru", "tcp-keepalive 300", "timeout 300", "appendonly no"]
+    {
         assert!(conf.lines().any(|l| l == line), "missing {line:?} in\n{conf}");
     }
     assert!(redis.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref()).is_none());
@@ -207,7 +208,11 @@ fn redis_persistence_adds_a_volume_claim_and_append_only_file() {
     let children = build(&fixture("persistent-redis.yaml"), &validated("pw")).expect("build");
     let redis = children.redis.expect("managed redis");
     let conf = &redis.config.data.as_ref().expect("data")["redis.conf"];
-    assert!(conf.contains("appendonly yes") && conf.contains("maxmemory 4gb") && conf.contains("volatile-lru"));
+    assert!(
+        conf.contains("appendonly yes")
+            && conf.contains("maxmemory 4gb")
+            && conf.contains("maxmemory-policy allkeys-lru")
+    );
     let claims = redis.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.clone()).expect("claims");
     let spec = claims[0].spec.as_ref().expect("claim spec");
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
