@@ -31,7 +31,7 @@ pub enum Error {
         namespace: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("{kind} {namespace}/{name} is invalid: {reason}")]
     Invalid { kind: String, namespace: String, name: String, reason: String },
@@ -53,7 +53,7 @@ pub(crate) fn api_error<K: Resource<DynamicType = ()>>(obj: &K) -> impl FnOnce(k
         kind: kind_of::<K>(),
         namespace: obj.namespace().unwrap_or_default(),
         name: obj.name_any(),
-        source,
+        source: Box::new(source),
     }
 }
 
