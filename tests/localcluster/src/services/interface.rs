@@ -1,5 +1,6 @@
-//! The dummy interface `lcsvcN` holding the instance's cluster IPs, managed with iproute2 as
-//! kube-proxy's ipvs mode manages `kube-ipvs0`.
+//! The interface `lcsvcN` holding the instance's cluster IPs, managed with iproute2 as
+//! kube-proxy's ipvs mode manages its dummy `kube-ipvs0`. Kernels without the dummy module get
+//! a bridge with no ports instead: any local address works the same for the proxy's listeners.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -26,11 +27,17 @@ async fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl ServiceInterface {
-    /// Creates (or adopts) the instance's dummy interface and brings it up; needs CAP_NET_ADMIN.
+    /// Creates (or adopts) the instance's interface and brings it up; needs CAP_NET_ADMIN.
     pub async fn create(network: Network) -> Result<Self, Error> {
         let name = network.service_interface();
         let failed = |reason: String| Error::Interface { name: name.clone(), reason };
-        if let Err(reason) = ip(&["link", "add", &name, "type", "dummy"]).await {
+        let created = match ip(&["link", "add", &name, "type", "dummy"]).await {
+            Err(reason) if reason.contains("Unknown device type") => {
+                ip(&["link", "add", &name, "type", "bridge"]).await
+            }
+            other => other,
+        };
+        if let Err(reason) = created {
             if !reason.contains("File exists") {
                 return Err(failed(reason));
             }
