@@ -16,7 +16,7 @@ use kube::{Api, Client, Config};
 
 use crate::network::Network;
 use crate::services::interface::ServiceInterface;
-use crate::services::{clusterip, ksm, promconfig, proxy::Proxy};
+use crate::services::{clusterip, ksm, podsd, promconfig, proxy::Proxy};
 
 /// The flags every local-cluster binary takes (the contract), plus this one's own.
 #[derive(Clone, Debug, clap::Parser)]
@@ -89,6 +89,8 @@ pub async fn run(args: Args) -> Result<()> {
     let prometheus_config = promconfig::write_config(&prometheus_dir, &access, &metrics_address.to_string())?;
     std::fs::write(args.state_dir.join("kube-state-metrics.port"), metrics_address.port().to_string())?;
     tracing::info!(kube_state_metrics = %metrics_address, prometheus_config = %prometheus_config.display(), index = args.index, "local controller-manager started");
+    let pods_file = prometheus_dir.join("pods.json");
+    let pod_targets = podsd::keep_written(pods.clone(), &pods_file);
     let app = ksm::router(ksm::Stores { pods, deployments, statefulsets });
 
     tokio::select! {
@@ -98,6 +100,7 @@ pub async fn run(args: Args) -> Result<()> {
         _ = caches => tracing::error!("metrics caches ended"),
         result = axum::serve(listener, app) => tracing::error!(?result, "kube-state-metrics server ended"),
         () = watch_kubelet_port(&args.state_dir, &prometheus_dir) => {},
+        () = pod_targets => {},
         () = shutdown_signal() => tracing::info!("stopping"),
     }
     if let Some(interface) = proxy.interface() {

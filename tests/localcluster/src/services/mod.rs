@@ -1,9 +1,10 @@
 //! Services of the local cluster: ClusterIP allocation, the userspace proxy with its host
-//! ports, kube-state-metrics and the Prometheus configuration.
+//! ports, kube-state-metrics, the Prometheus configuration and its file-based pod discovery.
 
 pub mod clusterip;
 pub mod interface;
 pub mod ksm;
+pub mod podsd;
 pub mod promconfig;
 pub mod proxy;
 pub mod quantity;

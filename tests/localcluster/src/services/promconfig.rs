@@ -20,6 +20,15 @@ pub struct Inputs {
     pub scrape_interval: String,
 }
 
+/// How Prometheus finds the pods.
+#[derive(Clone, Debug)]
+pub enum Discovery {
+    /// `kubernetes_sd_configs` against the API server, as in a cluster.
+    Kubernetes,
+    /// A file_sd file the controller-manager keeps with the same targets and meta labels.
+    File(PathBuf),
+}
+
 /// The API server address and credentials a kubeconfig holds, for Prometheus to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiAccess {
@@ -35,19 +44,25 @@ fn relabel_to(source: &str, target: &str) -> Value {
 /// The scrape configuration. Pods are scraped on every container port named `metrics` or
 /// `http`, or on all their ports (or `prometheus.io/port`) when annotated
 /// `prometheus.io/scrape: "true"`, at `prometheus.io/path` if set; finished pods are dropped.
-pub fn config(inputs: &Inputs) -> Value {
-    let sd = json!({
-        "role": "pod",
-        "api_server": inputs.api_server,
-        "tls_config": { "ca_file": inputs.ca_file },
-        "authorization": { "credentials_file": inputs.token_file },
-    });
+pub fn config(inputs: &Inputs, discovery: &Discovery) -> Value {
+    let (sd_key, sd) = match discovery {
+        Discovery::Kubernetes => (
+            "kubernetes_sd_configs",
+            json!({
+                "role": "pod",
+                "api_server": inputs.api_server,
+                "tls_config": { "ca_file": inputs.ca_file },
+                "authorization": { "credentials_file": inputs.token_file },
+            }),
+        ),
+        Discovery::File(path) => ("file_sd_configs", json!({ "files": [path], "refresh_interval": "5s" })),
+    };
     json!({
         "global": { "scrape_interval": inputs.scrape_interval, "evaluation_interval": inputs.scrape_interval },
         "scrape_configs": [
             {
                 "job_name": "kubernetes-pods",
-                "kubernetes_sd_configs": [sd],
+                sd_key: [sd],
                 "relabel_configs": [
                     { "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Succeeded|Failed", "action": "drop" },
                     {
@@ -133,8 +148,10 @@ fn write(path: &Path, contents: &[u8], private: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes `<dir>/prometheus.yml` with the CA and token beside it (the token readable by its
-/// owner only, never inline in the configuration). Returns the configuration's path.
+/// Writes `<dir>/prometheus.yml` (Kubernetes discovery) with the CA and token beside it (the
+/// token readable by its owner only, never inline in the configuration), and
+/// `<dir>/prometheus-file-sd.yml` for a Prometheus without it (targets in `pods.json`).
+/// Returns the first configuration's path.
 pub fn write_config(dir: &Path, access: &ApiAccess, kube_state_metrics: &str) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
     let inputs = Inputs {
@@ -150,10 +167,17 @@ pub fn write_config(dir: &Path, access: &ApiAccess, kube_state_metrics: &str) ->
     if !inputs.kubelet_targets_file.exists() {
         write(&inputs.kubelet_targets_file, b"[]", false)?;
     }
-    let path = dir.join("prometheus.yml");
-    let yaml = serde_yaml::to_string(&config(&inputs)).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-    write(&path, yaml.as_bytes(), false)?;
-    Ok(path)
+    let pods_file = dir.join("pods.json");
+    if !pods_file.exists() {
+        write(&pods_file, b"[]", false)?;
+    }
+    for (name, discovery) in
+        [("prometheus-file-sd.yml", Discovery::File(pods_file)), ("prometheus.yml", Discovery::Kubernetes)]
+    {
+        let yaml = serde_yaml::to_string(&config(&inputs, &discovery)).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        write(&dir.join(name), yaml.as_bytes(), false)?;
+    }
+    Ok(dir.join("prometheus.yml"))
 }
 
 #[cfg(test)]
