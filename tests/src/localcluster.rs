@@ -80,6 +80,13 @@ impl LocalCluster {
         Some(std::fs::read_to_string(dir.path().join("prometheus.url")).ok()?.trim().to_owned())
     }
 
+    /// The local controller-manager's kube-state-metrics endpoint.
+    pub fn kube_state_metrics_url(&self) -> Option<String> {
+        let dir = self.started.as_ref()?;
+        let port = std::fs::read_to_string(dir.path().join("state/kube-state-metrics.port")).ok()?;
+        Some(format!("http://127.0.0.1:{}/metrics", port.trim()))
+    }
+
     /// Where the host reaches port `port` of a Service: its host port on 127.0.0.1, waited for
     /// until the proxy records it. Only a local cluster has one.
     pub async fn service_address(&self, client: &Client, namespace: &str, name: &str, port: u16) -> Result<SocketAddr> {

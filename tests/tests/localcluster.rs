@@ -61,3 +61,56 @@ async fn a_local_cluster_schedules_a_deployment_and_gives_its_service_an_ip_and_
     tokio::net::TcpStream::connect(address).await.with_context(|| format!("the proxy listens on {address}"))?;
     Ok(())
 }
+
+#[tokio::test]
+async fn prometheus_scrapes_the_local_kube_state_metrics_with_the_series_the_operator_queries() -> Result<()> {
+    if std::env::var_os("KUBECONFIG").is_some() {
+        eprintln!("skipped: checks the local cluster's own Prometheus, not a KUBECONFIG cluster");
+        return Ok(());
+    }
+    let cluster = LocalCluster::start_with_prometheus()?;
+    let client = cluster.client().await?;
+    let ns = namespace(&client, "lc-prom").await?;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{
+                "name": "web", "image": "ghcr.io/riskplatform/riskplatform-api:0.1.0",
+                "resources": { "requests": { "cpu": "250m", "memory": "64Mi" } },
+            }] } },
+        },
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), &ns).create(&PostParams::default(), &deployment).await?;
+
+    let ksm = cluster.kube_state_metrics_url().context("kube-state-metrics url")?;
+    eventually(Duration::from_secs(30), || async {
+        let text = reqwest::get(&ksm).await?.text().await?;
+        ensure!(
+            text.contains(&format!("kube_deployment_spec_replicas{{namespace=\"{ns}\",deployment=\"web\"}} 2")),
+            "no spec replicas yet"
+        );
+        let requests = format!("kube_pod_container_resource_requests{{namespace=\"{ns}\",");
+        ensure!(text.matches(&requests).count() == 4, "not every pod's cpu and memory requests yet");
+        Ok(())
+    })
+    .await?;
+
+    let prometheus = cluster.prometheus_url().context("prometheus url")?;
+    let query = format!(r#"sum(kube_pod_container_resource_requests{{namespace="{ns}",resource="cpu"}})"#);
+    eventually(Duration::from_secs(60), || async {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", &query)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let value = body["data"]["result"][0]["value"][1].as_str().unwrap_or_default().to_owned();
+        ensure!(value == "0.5", "two pods of 250m: got {value:?} from {body}");
+        Ok(())
+    })
+    .await
+}

@@ -138,3 +138,14 @@ async fn as_root_the_cluster_ip_on_the_service_interface_reaches_the_endpoints()
     assert_eq!(result?, BTreeMap::from([("a".into(), 2), ("b".into(), 2)]));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cluster_ip_allocated_after_the_service_leaves_its_host_port_in_place() -> Result<()> {
+    let (port, _servers) = backends().await?;
+    let proxy = Proxy::new(None);
+    let before = proxy.sync(proxy::wanted(&[service("")?], &[slice(port, true)?])).await?[&key()];
+    let after = proxy.sync(proxy::wanted(&[service("10.96.0.9")?], &[slice(port, true)?])).await?[&key()];
+    assert_eq!(before, after);
+    assert_eq!(spread(&format!("http://127.0.0.1:{after}/"), 2).await?.values().sum::<usize>(), 2);
+    Ok(())
+}

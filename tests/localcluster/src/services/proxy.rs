@@ -138,16 +138,19 @@ impl Backends {
 struct Running {
     backends: Arc<Backends>,
     host_port: u16,
-    /// The Service's cluster IP when the listeners were opened, to notice it change.
+    host_task: AbortHandle,
+    /// The Service's cluster IP when last synced, to notice it appear or change.
     wanted_ip: Option<Ipv4Addr>,
-    /// The cluster IP actually listened on (none without the interface).
-    listening_ip: Option<Ipv4Addr>,
-    tasks: Vec<AbortHandle>,
+    /// The cluster IP listened on and its task (none without the interface).
+    cluster: Option<(Ipv4Addr, AbortHandle)>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.tasks.iter().for_each(AbortHandle::abort);
+        self.host_task.abort();
+        if let Some((_, task)) = &self.cluster {
+            task.abort();
+        }
     }
 }
 
@@ -203,51 +206,58 @@ impl Proxy {
         self.interface.as_ref()
     }
 
-    /// Makes the listeners match `wanted`; returns the host port of every served port.
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeMap<PortKey, Running>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes the listeners match `wanted`; returns the host port of every served port. A host
+    /// listener stays open while its Service port exists (a cluster IP appearing later only adds
+    /// the ClusterIP listener), so a recorded host port never moves under a client.
     pub async fn sync(&self, wanted: Vec<WantedPort>) -> Result<BTreeMap<PortKey, u16>, Error> {
-        let keys: BTreeSet<PortKey> = wanted.iter().map(|w| w.key.clone()).collect();
         let mut to_open = Vec::new();
+        let mut to_attach = Vec::new();
         {
-            let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            running.retain(|key, r| {
-                keys.contains(key)
-                    && wanted.iter().any(|w| {
-                        &w.key == key && w.cluster_ip == r.wanted_ip && w.host_port.is_none_or(|h| h == r.host_port)
-                    })
-            });
+            let mut running = self.running();
+            running
+                .retain(|key, r| wanted.iter().any(|w| &w.key == key && w.host_port.is_none_or(|h| h == r.host_port)));
             for w in wanted {
-                match running.get(&w.key) {
-                    Some(r) => r.backends.set(w.backends),
+                match running.get_mut(&w.key) {
+                    Some(r) => {
+                        r.backends.set(w.backends);
+                        if r.wanted_ip != w.cluster_ip {
+                            if let Some((_, task)) = r.cluster.take() {
+                                task.abort();
+                            }
+                            r.wanted_ip = w.cluster_ip;
+                            to_attach.push((w.key, w.cluster_ip, r.backends.clone()));
+                        }
+                    }
                     None => to_open.push(w),
                 }
             }
         }
         for w in to_open {
-            let running = self.open(w).await?;
-            if let Some((key, r)) = running {
-                self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, r);
+            let (key, r) = self.open(w).await?;
+            to_attach.push((key.clone(), r.wanted_ip, r.backends.clone()));
+            self.running().insert(key, r);
+        }
+        for (key, ip, backends) in to_attach {
+            let Some(ip) = ip else { continue };
+            let cluster = self.listen_on_cluster_ip(ip, &key, backends).await;
+            if let Some(r) = self.running().get_mut(&key) {
+                r.cluster = cluster;
             }
         }
         if let Some(interface) = &self.interface {
-            let ips: BTreeSet<Ipv4Addr> = self
-                .running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .values()
-                .filter_map(|r| r.listening_ip)
-                .collect();
+            let ips: BTreeSet<Ipv4Addr> =
+                self.running().values().filter_map(|r| r.cluster.as_ref().map(|(ip, _)| *ip)).collect();
             interface.retain(&ips).await;
         }
-        Ok(self
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(k, r)| (k.clone(), r.host_port))
-            .collect())
+        Ok(self.running().iter().map(|(k, r)| (k.clone(), r.host_port)).collect())
     }
 
-    async fn open(&self, w: WantedPort) -> Result<Option<(PortKey, Running)>, Error> {
+    /// The host listener of a new Service port, on its recorded host port when still free.
+    async fn open(&self, w: WantedPort) -> Result<(PortKey, Running), Error> {
         let backends = Arc::new(Backends::default());
         backends.set(w.backends.clone());
         let host = match TcpListener::bind((Ipv4Addr::LOCALHOST, w.host_port.unwrap_or(0))).await {
@@ -262,22 +272,33 @@ impl Proxy {
         };
         let host_port =
             host.local_addr().map_err(|source| Error::Listen { address: "127.0.0.1".into(), source })?.port();
-        let mut tasks = vec![serve(host, backends.clone(), w.key.clone())];
-        let mut listening_ip = None;
-        if let (Some(interface), Some(ip)) = (&self.interface, w.cluster_ip) {
-            if interface.holds(ip) && interface.add(ip).await {
-                let address = SocketAddr::from((ip, w.key.port));
-                match TcpListener::bind(address).await {
-                    Ok(l) => {
-                        tasks.push(serve(l, backends.clone(), w.key.clone()));
-                        listening_ip = Some(ip);
-                    }
-                    Err(error) => tracing::warn!(%address, %error, "cannot listen on the cluster IP"),
-                }
+        let host_task = serve(host, backends.clone(), w.key.clone());
+        tracing::info!(service = %w.key.service, namespace = %w.key.namespace, port = w.key.port, host_port, backends = w.backends.len(), "serving service port");
+        Ok((w.key, Running { backends, host_port, host_task, wanted_ip: w.cluster_ip, cluster: None }))
+    }
+
+    /// The ClusterIP listener, when the interface can hold the address.
+    async fn listen_on_cluster_ip(
+        &self,
+        ip: Ipv4Addr,
+        key: &PortKey,
+        backends: Arc<Backends>,
+    ) -> Option<(Ipv4Addr, AbortHandle)> {
+        let interface = self.interface.as_ref()?;
+        if !interface.holds(ip) || !interface.add(ip).await {
+            return None;
+        }
+        let address = SocketAddr::from((ip, key.port));
+        match TcpListener::bind(address).await {
+            Ok(listener) => {
+                tracing::info!(service = %key.service, namespace = %key.namespace, %address, "serving cluster IP");
+                Some((ip, serve(listener, backends, key.clone())))
+            }
+            Err(error) => {
+                tracing::warn!(%address, %error, "cannot listen on the cluster IP");
+                None
             }
         }
-        tracing::info!(service = %w.key.service, namespace = %w.key.namespace, port = w.key.port, host_port, cluster_ip = ?listening_ip, backends = w.backends.len(), "serving service port");
-        Ok(Some((w.key, Running { backends, host_port, wanted_ip: w.cluster_ip, listening_ip, tasks })))
     }
 }
 
