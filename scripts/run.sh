@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The main job: runs the operator against the cluster in KUBECONFIG. Without KUBECONFIG it starts
-# a local Kubernetes API server (../shared/kube-testenv), installs the CRD, applies the example
-# RiskPlatform and runs the operator in the foreground (Ctrl-C stops it and the API server).
+# a local cluster whose pods really run (scripts/local-cluster.sh: kube-testenv, the local
+# controller-manager, kubelet and Prometheus), installs the CRD, applies the example RiskPlatform
+# and runs the operator in the foreground (Ctrl-C stops it and the whole local cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p riskplatform-operator
 if [ -z "${KUBECONFIG:-}" ]; then
-  assets="${RISKPLATFORM_KUBE_ASSETS:-$(pwd)/../shared/kube-testenv}"
-  dir="$(mktemp -d -t riskplatform-kube-XXXXXX)"
-  "$assets/start" "$dir" >/dev/null
-  export KUBECONFIG="$dir/kubeconfig"
-  trap '"$assets/stop" "$dir" >/dev/null 2>&1 || true' EXIT
-  echo "started a local Kubernetes API server: export KUBECONFIG=$KUBECONFIG"
+  # The kubelet runs the images the operator deploys as these binaries.
+  cargo build --release --workspace --bins
+  dir="$(mktemp -d -t riskplatform-cluster-XXXXXX)"
+  trap 'scripts/local-cluster.sh down "$dir" >/dev/null 2>&1 || true' EXIT
+  LOCALCLUSTER_BIN_DIR="$(pwd)/target/release" scripts/local-cluster.sh up "$dir" --prometheus
+  export KUBECONFIG="$dir/kube/kubeconfig"
+  echo "started a local cluster: export KUBECONFIG=$KUBECONFIG; Service ports: scripts/local-cluster.sh ports $dir"
+else
+  cargo build --release -p riskplatform-operator
 fi
 kubectl apply --validate=false -f crds/
 kubectl wait --for condition=established --timeout=30s crd/riskplatforms.riskplatform.io

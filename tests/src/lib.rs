@@ -3,6 +3,7 @@ pub mod api;
 pub mod cluster;
 pub mod http;
 pub mod load;
+pub mod localcluster;
 pub mod operator;
 pub mod pgbouncer;
 pub mod postgres;
