@@ -140,6 +140,9 @@ pub struct ServeArgs {
     /// A request slower than this (milliseconds) is logged with its route, status and duration.
     #[arg(long, env = "RISK_SLOW_REQUEST_MS", default_value_t = 1000)]
     pub slow_request_ms: u64,
+    /// Responses larger than this (bytes) are compressed (gzip or brotli) for clients that accept it.
+    #[arg(long, env = "RISK_COMPRESS_ABOVE_BYTES", default_value_t = 512)]
+    pub compress_above_bytes: u16,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

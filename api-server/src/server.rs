@@ -27,6 +27,7 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
         rate_limit_per_second: args.rate_limit_per_second,
         rate_limit_burst: args.rate_limit_burst,
         slow_request: std::time::Duration::from_millis(args.slow_request_ms),
+        compress_above_bytes: args.compress_above_bytes,
     };
     Ok(AppState::new(db, redis, settings, registry))
 }

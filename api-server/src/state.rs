@@ -30,6 +30,8 @@ pub struct Settings {
     pub rate_limit_burst: f64,
     /// Requests slower than this are logged.
     pub slow_request: std::time::Duration,
+    /// Responses larger than this many bytes are compressed when the client accepts it.
+    pub compress_above_bytes: u16,
 }
 
 #[derive(Clone)]

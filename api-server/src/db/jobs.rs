@@ -219,12 +219,7 @@ pub async fn complete(tx: &mut Tx, job: Uuid, chunk_no: i32, results: &[BulkResu
 
 /// Records the delivery attempt a counted failure took a chunk to, so a message rebuilt after
 /// Redis lost it keeps the retry budget spent so far.
-pub async fn record_attempt(
-    tx: &mut Tx,
-    job: Uuid,
-    chunk_no: i32,
-    attempt: i32,
-) -> Result<(), sqlx::Error> {
+pub async fn record_attempt(tx: &mut Tx, job: Uuid, chunk_no: i32, attempt: i32) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE bulk_job_chunks SET attempt = GREATEST(attempt, $3) WHERE job_id = $1 AND chunk_no = $2",
         job,
@@ -240,13 +235,7 @@ pub async fn record_attempt(
 /// reported as failed with `reason`, the job's error says the chunk `why` (e.g. "failed after
 /// its retries"). A chunk whose stored rows cannot be read any more is given up without per-row
 /// results; the job's error says so.
-pub async fn bury(
-    tx: &mut Tx,
-    job: Uuid,
-    chunk_no: i32,
-    why: &str,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
+pub async fn bury(tx: &mut Tx, job: Uuid, chunk_no: i32, why: &str, reason: &str) -> Result<(), sqlx::Error> {
     let chunk = match claim(tx, job, chunk_no).await {
         Ok(Some(chunk)) => chunk,
         Ok(None) => return Ok(()),

@@ -34,11 +34,7 @@ pub async fn try_lock(tx: &mut Tx) -> Result<bool, sqlx::Error> {
 
 /// Pending chunks of unfinished jobs last queued more than `grace_seconds` ago, oldest first
 /// (younger ones may still be on their way into Redis: committed, not yet pushed).
-pub async fn stale_pending(
-    tx: &mut Tx,
-    grace_seconds: f64,
-    limit: i64,
-) -> Result<Vec<PendingChunk>, sqlx::Error> {
+pub async fn stale_pending(tx: &mut Tx, grace_seconds: f64, limit: i64) -> Result<Vec<PendingChunk>, sqlx::Error> {
     let rows = sqlx::query!(
         "SELECT c.job_id, c.chunk_no, j.priority, c.attempt, c.requeues
          FROM bulk_job_chunks c JOIN bulk_jobs j ON j.id = c.job_id

@@ -2,6 +2,7 @@
 //! request-body/query/path rejection mapping into the JSON error shape, and the OpenAPI document.
 
 pub mod companies;
+pub mod conditional;
 pub mod health;
 pub mod jobs;
 pub mod keys;
@@ -16,6 +17,8 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -62,12 +65,24 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(conditional::conditional_get))
         .layer(axum::middleware::from_fn_with_state(
             crate::metrics::Tracking { metrics: state.metrics.clone(), slow_after: state.settings.slow_request },
             crate::metrics::track,
         ))
+        .layer(compression(state.settings.compress_above_bytes))
         .with_state(state.clone());
     api.merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(state.registry.clone()))
+}
+
+/// gzip or brotli, as the client prefers, for bodies above `threshold` bytes; images and event
+/// streams are left alone.
+fn compression(threshold: u16) -> CompressionLayer<impl Predicate> {
+    let predicate = SizeAbove::new(threshold)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE);
+    CompressionLayer::new().gzip(true).br(true).compress_when(predicate)
 }
 
 /// What a worker serves: health and metrics only.
