@@ -35,11 +35,6 @@ use status::{Observed, Problem};
 /// How often a converged platform is checked again even without a watch event.
 const RESYNC: Duration = Duration::from_secs(300);
 
-/// Reconciles in flight at once. Unbounded, a thousand platforms converging from empty all
-/// build, serialize and send at once: the peak held every child of every platform in memory
-/// and the allocator kept it (measured 729 MiB RSS at 1,000 platforms).
-const CONCURRENT_RECONCILES: u16 = 8;
-
 /// Runs the controller and the autoscaler until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = shutdown.shared();
@@ -48,8 +43,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         return;
     };
     let platforms: Api<RiskPlatform> = ctx.api_all();
-    let controller = Controller::new(platforms, watcher::Config::default().any_semantic())
-        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENT_RECONCILES));
+    let controller = Controller::new(platforms, watcher::Config::default().any_semantic());
     let store = controller.store();
     let autoscaler =
         tokio::spawn(crate::autoscale::run(ctx.clone(), store.clone(), ctx.autoscale_interval, shutdown.clone()));
