@@ -1,4 +1,4 @@
-//! Shared state of the reconcilers: client, event recorder, metrics, readiness and backoff.
+//! Shared state of the reconcilers: client, event recorder, metrics, caches, readiness and backoff.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -13,6 +13,7 @@ use kube::{Api, Client, Resource};
 use riskplatform_crd::RiskPlatform;
 use serde::de::DeserializeOwned;
 
+use crate::controller::cache::{self, Caches, Feeds};
 use crate::metrics::Metrics;
 
 pub struct Context {
@@ -28,12 +29,19 @@ pub struct Context {
     pub namespace: Option<String>,
     /// Time between two autoscaler evaluations.
     pub autoscale_interval: Duration,
+    /// The stores reconciles and the autoscaler read.
+    pub caches: Caches,
+    /// The watches behind `caches`, until the controller (or a bench) takes them to poll.
+    feeds: Mutex<Option<Feeds>>,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, namespace: Option<String>, instance: Option<String>) -> Self {
         let reporter = Reporter { controller: "riskplatform-operator".into(), instance };
+        let (caches, feeds) = cache::start(&client, namespace.as_deref());
         Self {
+            caches,
+            feeds: Mutex::new(Some(feeds)),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
@@ -43,6 +51,11 @@ impl Context {
             namespace,
             autoscale_interval: Duration::from_secs(15),
         }
+    }
+
+    /// The watches that fill `caches`; `None` once taken.
+    pub fn take_feeds(&self) -> Option<Feeds> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn api_all(&self) -> Api<RiskPlatform> {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod autoscale;
 pub mod circuit;
+pub mod client;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -44,6 +45,7 @@ pub async fn run_with_client(
     let auth = rest::RestAuth::from_file(api_token_file.as_deref()).map_err(Error::Admin)?;
     let identity = instance.clone().unwrap_or_else(default_identity);
     let metrics = Arc::new(metrics::Metrics::default());
+    let client = client::counting(client, metrics.api.clone());
     let mut context = Context::new(client.clone(), metrics, namespace, instance);
     context.autoscale_interval = std::time::Duration::from_secs(autoscale_interval_seconds.max(1));
     let ctx = Arc::new(context);

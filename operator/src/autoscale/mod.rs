@@ -3,14 +3,14 @@
 //! from Prometheus, let the pure policy decide, write replicas under the autoscaler's field
 //! manager, and record the decision in the status with an Event per scaling action.
 
+pub mod batch;
 pub mod prometheus;
 pub mod queries;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -24,6 +24,7 @@ use tracing::{info, instrument, warn};
 
 use crate::context::Context;
 use crate::controller::build::names;
+use crate::controller::cache::key;
 use crate::controller::replicas::{set_replicas, AUTOSCALER_MANAGER};
 use crate::controller::{hpa, status::deployment_status};
 use crate::error::Result;
@@ -44,17 +45,20 @@ pub fn policy_config(spec: &RiskPlatformSpec) -> PolicyConfig {
     }
 }
 
-/// The query of a signal: the spec's override or the default.
-fn query_template(spec: &RiskPlatformSpec, signal: Signal) -> String {
+/// The spec's own query of a signal, if it overrides the default.
+fn custom_query(spec: &RiskPlatformSpec, signal: Signal) -> Option<String> {
     let a = &spec.autoscaling;
-    let (custom, default) = match signal {
-        Signal::Cpu => (a.cpu.query.clone(), queries::CPU),
-        Signal::Memory => (a.memory.query.clone(), queries::MEMORY),
-        Signal::RequestRate => (a.request_rate.query.clone(), queries::REQUEST_RATE),
-        Signal::QueueLength => (a.queue_length.query.clone(), queries::QUEUE_LENGTH),
-    };
-    custom.unwrap_or_else(|| default.to_owned())
+    match signal {
+        Signal::Cpu => a.cpu.query.clone(),
+        Signal::Memory => a.memory.query.clone(),
+        Signal::RequestRate => a.request_rate.query.clone(),
+        Signal::QueueLength => a.queue_length.query.clone(),
+    }
 }
+
+/// Platforms evaluated at once: each sends a few writes, so a handful in flight keeps an
+/// evaluation of a thousand platforms within seconds without flooding the API server.
+const CONCURRENT_PLATFORMS: usize = 16;
 
 /// Runs the loop every `interval` until `shutdown` resolves.
 pub async fn run(
@@ -71,28 +75,49 @@ pub async fn run(
             () = &mut shutdown => return,
             _ = ticker.tick() => {}
         }
-        for rp in store.state() {
-            let now = k8s_openapi::jiff::Timestamp::now().as_second();
-            let database = match crate::circuit::evaluate_platform(&ctx, &rp, now).await {
-                Ok(breakers) => Some(breakers.database.state),
-                Err(e) => {
-                    warn!(name = %rp.name_any(), error = %e, "breaker evaluation failed; keeping the last state");
-                    ctx.metrics.reconcile.set_failure(&e);
-                    rp.status.as_ref().and_then(|s| s.circuit_breakers.as_ref()).map(|b| b.database.state)
-                }
-            };
-            // More API pods would only add load on a database that is failing or being probed.
-            let suppress = match database {
-                Some(riskplatform_breaker::State::Open) => Some("database breaker open"),
-                Some(riskplatform_breaker::State::HalfOpen) => Some("database breaker half-open"),
-                _ => None,
-            };
-            if let Err(e) = scale_platform(&ctx, &rp, now, suppress).await {
-                warn!(name = %rp.name_any(), error = %e, "autoscaling failed; holding");
-                ctx.metrics.reconcile.set_failure(&e);
-            }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = ctx.caches.synced() => {}
         }
+        evaluate_all(&ctx, &store.state()).await;
     }
+}
+
+/// One evaluation of every platform: the breakers, then the autoscaler, from one batch of
+/// Prometheus queries per signal.
+pub async fn evaluate_all(ctx: &Context, platforms: &[Arc<RiskPlatform>]) {
+    let started = std::time::Instant::now();
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let observations = crate::circuit::observe::observe_all(ctx, platforms, now).await;
+    let readings = batch::read_all(ctx, platforms, now).await;
+    futures::stream::iter(platforms)
+        .for_each_concurrent(CONCURRENT_PLATFORMS, |rp| {
+            let (observations, readings) = (&observations, &readings);
+            async move {
+                let database = match crate::circuit::evaluate_platform(ctx, rp, now, observations).await {
+                    Ok(breakers) => Some(breakers.database.state),
+                    Err(e) => {
+                        warn!(name = %rp.name_any(), error = %e, "breaker evaluation failed; keeping the last state");
+                        ctx.metrics.reconcile.set_failure(&e);
+                        rp.status.as_ref().and_then(|s| s.circuit_breakers.as_ref()).map(|b| b.database.state)
+                    }
+                };
+                // More API pods would only add load on a database that is failing or being probed.
+                let suppress = match database {
+                    Some(riskplatform_breaker::State::Open) => Some("database breaker open"),
+                    Some(riskplatform_breaker::State::HalfOpen) => Some("database breaker half-open"),
+                    _ => None,
+                };
+                if let Err(e) = scale_platform(ctx, rp, now, suppress, readings).await {
+                    warn!(name = %rp.name_any(), error = %e, "autoscaling failed; holding");
+                    ctx.metrics.reconcile.set_failure(&e);
+                }
+            }
+        })
+        .await;
+    let elapsed = started.elapsed();
+    ctx.metrics.scaling.evaluation.observe(elapsed.as_secs_f64());
+    info!(platforms = platforms.len(), elapsed_ms = elapsed.as_millis() as u64, "evaluated breakers and autoscaling");
 }
 
 /// One evaluation of both components of one platform.
@@ -103,15 +128,14 @@ pub async fn scale_platform(
     rp: &RiskPlatform,
     now: i64,
     suppress_api_scale_up: Option<&str>,
+    readings: &batch::Readings,
 ) -> Result<()> {
     let Some(namespace) = rp.namespace() else { return Ok(()) };
     let names = names(rp);
     let config = policy_config(&rp.spec);
     let previous = rp.status.as_ref().and_then(|s| s.autoscaling.clone()).unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &namespace);
-    let competing = hpa::competing(&hpas.list(&Default::default()).await?.items, &[&names.api, &names.workers]);
-    let prometheus = prometheus_http_query::Client::try_from(rp.spec.prometheus.url.as_str()).ok();
+    let hpas = ctx.caches.hpas.state_filter(|h| h.namespace().as_deref() == Some(namespace.as_str()));
+    let competing = hpa::competing(hpas.iter().map(|h| h.as_ref()), &[&names.api, &names.workers]);
 
     let mut next = previous.clone();
     let mut unavailable = Vec::new();
@@ -119,7 +143,7 @@ pub async fn scale_platform(
         if competing.iter().any(|(_, d)| d == deployment_name) {
             continue;
         }
-        let Some(deployment) = deployments.get_opt(deployment_name).await? else { continue };
+        let Some(deployment) = ctx.caches.deployments.get(&key(&namespace, deployment_name)) else { continue };
         let observed = deployment_status(&deployment);
         let mut inputs = Inputs {
             current_replicas: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
@@ -127,22 +151,8 @@ pub async fn scale_platform(
             suppress_scale_up: suppress_api_scale_up.filter(|_| component == Component::Api).map(str::to_owned),
             ..Default::default()
         };
-        let target =
-            queries::QueryTarget { namespace: &namespace, platform: &names.platform, deployment: deployment_name };
         for &signal in signals_of(component) {
-            // Beyond its evaluation period, a signal may feed the API's trend or demand windows.
-            let window = config.read_window_seconds(signal);
-            let reading = match &prometheus {
-                Some(client) => {
-                    prometheus::range(client, &queries::render(&query_template(&rp.spec, signal), &target), now, window)
-                        .await
-                }
-                None => riskplatform_autoscale::Reading::Unavailable(format!(
-                    "bad prometheus.url {:?}",
-                    rp.spec.prometheus.url
-                )),
-            };
-            inputs.readings.insert(signal, reading);
+            inputs.readings.insert(signal, readings.get(&namespace, &names.platform, signal));
         }
         let state: &ComponentState = match component {
             Component::Api => &previous.api,

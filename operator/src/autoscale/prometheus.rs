@@ -2,6 +2,8 @@
 //! errors: an unreachable server, an error answer, an empty result or several series where one was
 //! expected all come back as `Unavailable` with the reason, so the policy can hold.
 
+use std::collections::HashMap;
+
 use prometheus_http_query::Client;
 use riskplatform_autoscale::Reading;
 
@@ -26,4 +28,33 @@ pub async fn range(client: &Client, query: &str, now: i64, window_seconds: i64) 
         [one] => Reading::Series(one.samples().iter().map(|s| (s.timestamp() as i64, s.value())).collect()),
         many => Reading::Unavailable(format!("the query returned {} series; it must aggregate to one", many.len())),
     }
+}
+
+/// Series of one batched range query, by the values of `namespace` and `label`.
+pub type Split = HashMap<(String, String), Vec<(i64, f64)>>;
+
+/// Evaluates a query over many platforms over `[now - window, now]` and splits its series by
+/// `namespace` and `label`; a failed query is the reason, for every platform it covered.
+pub async fn range_split(
+    client: &Client,
+    query: &str,
+    now: i64,
+    window_seconds: i64,
+    label: &str,
+) -> Result<Split, String> {
+    let start = now - window_seconds;
+    let response = client
+        .query_range(query, start, now, step_seconds(window_seconds) as f64)
+        .get()
+        .await
+        .map_err(|e| format!("prometheus query failed: {e}"))?;
+    let matrix = response.data().as_matrix().ok_or("prometheus answered with a non-matrix result")?;
+    Ok(matrix
+        .iter()
+        .filter_map(|series| {
+            let labels = series.metric();
+            let key = (labels.get("namespace")?.clone(), labels.get(label)?.clone());
+            Some((key, series.samples().iter().map(|s| (s.timestamp() as i64, s.value())).collect()))
+        })
+        .collect())
 }

@@ -32,6 +32,45 @@ pub const REQUEST_RATE: &str = r#"sum(rate(http_requests_total{namespace="$names
 /// the value per queue is taken once (max) before summing over queues.
 pub const QUEUE_LENGTH: &str = r#"sum(max by (queue) (riskplatform_queue_length{namespace="$namespace",pod=~"$platform-(api|worker)-[a-z0-9]+-[a-z0-9]+"}))"#;
 
+/// A pod's Deployment: its name without the ReplicaSet hash and the pod suffix.
+const DEPLOYMENT_OF_POD: &str = r#""deployment", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+""#;
+
+/// A pod's platform: the name before `-api-` or `-worker-` and the two suffixes.
+const PLATFORM_OF_POD: &str = r#""platform", "$1", "pod", "(.+)-(api|worker)-[a-z0-9]+-[a-z0-9]+""#;
+
+/// The default queries over the pods of many namespaces at once, one series per Deployment (per
+/// platform for the queue), with the same meaning as [`CPU`], [`MEMORY`], [`REQUEST_RATE`] and
+/// [`QUEUE_LENGTH`] for each.
+const CPU_BATCHED: &str = r#"100 * sum by (namespace, deployment) (label_replace(rate(container_cpu_usage_seconds_total{__NS__,container!="",container!="POD"}[2m]), __DEPLOYMENT__)) / sum by (namespace, deployment) (label_replace(kube_pod_container_resource_requests{__NS__,resource="cpu"}, __DEPLOYMENT__))"#;
+const MEMORY_BATCHED: &str = r#"100 * sum by (namespace, deployment) (label_replace(container_memory_working_set_bytes{__NS__,container!="",container!="POD"}, __DEPLOYMENT__)) / sum by (namespace, deployment) (label_replace(kube_pod_container_resource_requests{__NS__,resource="memory"}, __DEPLOYMENT__))"#;
+const REQUEST_RATE_BATCHED: &str =
+    r#"sum by (namespace, deployment) (label_replace(rate(http_requests_total{__NS__}[1m]), __DEPLOYMENT__))"#;
+const QUEUE_LENGTH_BATCHED: &str = r#"sum by (namespace, platform) (max by (namespace, platform, queue) (label_replace(riskplatform_queue_length{__NS__}, __PLATFORM__)))"#;
+
+/// The batched default query of `signal` over the pods of `namespaces`.
+pub fn batched<'a>(signal: Signal, namespaces: impl IntoIterator<Item = &'a str>) -> String {
+    let template = match signal {
+        Signal::Cpu => CPU_BATCHED,
+        Signal::Memory => MEMORY_BATCHED,
+        Signal::RequestRate => REQUEST_RATE_BATCHED,
+        Signal::QueueLength => QUEUE_LENGTH_BATCHED,
+    };
+    // Namespace names are DNS labels, so they need no escaping inside the regex.
+    let namespaces: Vec<&str> = namespaces.into_iter().collect();
+    template
+        .replace("__NS__", &format!(r#"namespace=~"{}""#, namespaces.join("|")))
+        .replace("__DEPLOYMENT__", DEPLOYMENT_OF_POD)
+        .replace("__PLATFORM__", PLATFORM_OF_POD)
+}
+
+/// The label a batched query's series are told apart by, besides the namespace.
+pub fn split_label(signal: Signal) -> &'static str {
+    match signal {
+        Signal::QueueLength => "platform",
+        _ => "deployment",
+    }
+}
+
 /// Substitutes `$namespace`, `$platform` (alias `$name`) and `$deployment` into a query.
 pub fn render(template: &str, target: &QueryTarget) -> String {
     template
@@ -42,9 +81,23 @@ pub fn render(template: &str, target: &QueryTarget) -> String {
         .replace("$name", target.platform)
 }
 
+use riskplatform_autoscale::Signal;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batched_query_covers_every_namespace_and_splits_by_deployment() {
+        let q = batched(Signal::Cpu, ["prod", "staging"]);
+        assert!(q.contains(r#"container_cpu_usage_seconds_total{namespace=~"prod|staging",container!="""#), "{q}");
+        assert!(q.starts_with("100 * sum by (namespace, deployment) (label_replace("), "{q}");
+        assert!(q.contains(r#""deployment", "$1", "pod", "(.+)-[a-z0-9]+-[a-z0-9]+""#), "{q}");
+        assert!(!q.contains("__"), "{q}");
+        let q = batched(Signal::QueueLength, ["prod"]);
+        assert!(q.contains(r#""platform", "$1", "pod", "(.+)-(api|worker)-[a-z0-9]+-[a-z0-9]+""#), "{q}");
+        assert_eq!(split_label(Signal::QueueLength), "platform");
+    }
 
     const TARGET: QueryTarget = QueryTarget { namespace: "prod", platform: "risk", deployment: "risk-api" };
 

@@ -12,11 +12,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use prometheus_http_query::Client;
-use riskplatform_breaker::{evaluate, observation_window, BreakerConfig, BreakerState, Mode, Observation, State};
+use riskplatform_breaker::{evaluate, BreakerConfig, BreakerState, Mode, State};
 use riskplatform_crd::{BreakerMode, CircuitBreakerSpec, CircuitBreakersStatus, RiskPlatform};
 use serde_json::json;
 use tracing::{info, warn};
+
+pub mod observe;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -66,42 +67,14 @@ pub fn summary(status: &CircuitBreakersStatus) -> String {
     format!("database={} redis={}", label(status.database.state), label(status.redis.state))
 }
 
-async fn instant(client: &Client, query: &str) -> Option<f64> {
-    let response = client.query(query).get().await.ok()?;
-    let vector = response.data().as_vector()?;
-    match vector.as_slice() {
-        [] => Some(0.0),
-        [one] => Some(one.sample().value()).filter(|v| v.is_finite()),
-        _ => None,
-    }
-}
-
-/// Calls, failures and the longest failure streak of `dependency` over `window` seconds, or None
-/// when Prometheus cannot say (which keeps the breaker as it is).
-async fn observe(
-    client: &Client,
-    namespace: &str,
-    platform: &str,
-    dependency: &str,
-    window: i64,
-) -> Option<Observation> {
-    let selector = format!(
-        r#"namespace="{namespace}",pod=~"{platform}-(api|worker)-[a-z0-9]+-[a-z0-9]+",dependency="{dependency}""#
-    );
-    let calls =
-        instant(client, &format!("sum(increase(riskplatform_dependency_calls_total{{{selector}}}[{window}s]))"))
-            .await?;
-    let failures =
-        instant(client, &format!("sum(increase(riskplatform_dependency_failures_total{{{selector}}}[{window}s]))"))
-            .await?;
-    let consecutive =
-        instant(client, &format!("max(riskplatform_dependency_consecutive_failures{{{selector}}})")).await?;
-    Some(Observation { calls, failures, consecutive_failures: consecutive })
-}
-
 /// Evaluates both breakers of `rp`, records transitions and publishes the result. Returns the
 /// new state, which the autoscaler reads in the same tick.
-pub async fn evaluate_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Result<CircuitBreakersStatus> {
+pub async fn evaluate_platform(
+    ctx: &Context,
+    rp: &RiskPlatform,
+    now: i64,
+    observations: &observe::Observations,
+) -> Result<CircuitBreakersStatus> {
     let namespace = rp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let platform = rp.name_any();
     let spec = &rp.spec.circuit_breaker;
@@ -109,19 +82,13 @@ pub async fn evaluate_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Re
     let previous = rp.status.as_ref().and_then(|s| s.circuit_breakers.clone()).unwrap_or_else(|| {
         CircuitBreakersStatus { database: BreakerState::closed(now), redis: BreakerState::closed(now) }
     });
-    let prometheus = Client::try_from(rp.spec.prometheus.url.as_str()).ok();
-
     let mut next = previous.clone();
     for dependency in DEPENDENCIES {
         let (before, override_mode) = match dependency {
             "database" => (&previous.database, spec.overrides.database),
             _ => (&previous.redis, spec.overrides.redis),
         };
-        let window = observation_window(&config, before, now);
-        let observation = match &prometheus {
-            Some(client) => observe(client, &namespace, &platform, dependency, window).await,
-            None => None,
-        };
+        let observation = observations.get(&namespace, &platform, dependency);
         let (after, transitioned) = evaluate(&config, mode(override_mode), observation, before, now);
         if transitioned {
             info!(%dependency, from = label(before.state), to = label(after.state), reason = %after.reason, "breaker transition");
@@ -137,6 +104,12 @@ pub async fn evaluate_platform(ctx: &Context, rp: &RiskPlatform, now: i64) -> Re
         }
     }
     publish_configmap(ctx, rp, &namespace, &next, [spec.overrides.database, spec.overrides.redis]).await?;
+    let status = rp.status.as_ref();
+    if status.and_then(|s| s.circuit_breakers.as_ref()) == Some(&next)
+        && status.and_then(|s| s.breaker_summary.as_deref()) == Some(summary(&next).as_str())
+    {
+        return Ok(next);
+    }
     let body = json!({
         "apiVersion": RiskPlatform::api_version(&()),
         "kind": RiskPlatform::kind(&()),
@@ -174,6 +147,10 @@ async fn publish_configmap(
         data.insert(format!("{dependency}.reason"), s.reason.clone());
     }
     let name = configmap_name(&rp.name_any());
+    let published = ctx.caches.configmaps.get(&crate::controller::cache::key(namespace, &name));
+    if published.is_some_and(|cm| cm.data.as_ref() == Some(&data) && cm.owner_references().contains(&owner)) {
+        return Ok(());
+    }
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -1,14 +1,19 @@
 //! Server-side apply of the built children under one field manager, reporting what changed.
+//! A child the cache shows as already matching is not sent at all.
 
 use std::fmt::Debug;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::build::Children;
+use super::cache::{key, Caches};
+use super::drift;
 use crate::error::{Error, Result};
 
 /// The one field manager of everything the reconciler writes.
@@ -30,39 +35,83 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
-/// Applies `obj` and compares resourceVersions to tell a create or an update from a no-op.
-pub async fn apply<K>(client: &Client, namespace: &str, obj: &K) -> Result<(K, Applied)>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let name = obj.name_any();
-    let before = api.get_opt(&name).await?.and_then(|o| o.resource_version());
+/// The apply body of `obj`: its fields, type and the hash of both.
+fn body_of<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> Result<serde_json::Value> {
     let mut body = serde_json::to_value(obj).map_err(Error::Serialization)?;
     body["apiVersion"] = K::api_version(&()).into();
     body["kind"] = K::kind(&()).into();
-    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await.map_err(
-        |e| match e {
-            kube::Error::Api(status) if status.code == 422 => {
-                Error::ChildRejected { kind: K::kind(&()).into_owned(), name: name.clone(), message: status.message }
-            }
-            e => e.into(),
-        },
-    )?;
-    let outcome = match before {
-        None => Outcome::Created,
-        Some(rv) if applied.resource_version().as_deref() != Some(rv.as_str()) => Outcome::Updated,
-        Some(_) => Outcome::Unchanged,
-    };
+    Ok(drift::with_desired_hash(body))
+}
+
+/// Applies `obj` unless `store` already holds it as desired; compares resourceVersions to tell
+/// a create or an update from a no-op.
+pub async fn apply<K>(client: &Client, namespace: &str, obj: &K, store: &Store<K>) -> Result<(K, Applied)>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = obj.name_any();
     let kind = K::kind(&()).into_owned();
+    let body = body_of(obj)?;
+    let stored = store.get(&key(namespace, &name));
+    if let Some(stored) = &stored {
+        if drift::is_subset(&body, &serde_json::to_value(&**stored).map_err(Error::Serialization)?) {
+            return Ok(((**stored).clone(), Applied { kind, name, outcome: Outcome::Unchanged }));
+        }
+    }
+    let before = stored.and_then(|o| o.resource_version());
+    let applied: K = send(client, namespace, &name, &body).await?;
+    let outcome = outcome(before, &applied);
     Ok((applied, Applied { kind, name, outcome }))
 }
 
-/// Deletes a child that the spec no longer asks for (e.g. Redis after switching to External).
-pub async fn delete_if_present<K>(client: &Client, namespace: &str, name: &str) -> Result<bool>
+async fn send<K>(client: &Client, namespace: &str, name: &str, body: &serde_json::Value) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await.map_err(|e| match e {
+        // An invalid child stays invalid however often it is sent: a permanent problem.
+        kube::Error::Api(status) if status.code == 422 => {
+            Error::ChildRejected { kind: K::kind(&()).into_owned(), name: name.to_owned(), message: status.message }
+        }
+        e => e.into(),
+    })
+}
+
+fn outcome<K: Resource>(before: Option<String>, applied: &K) -> Outcome {
+    match before {
+        None => Outcome::Created,
+        Some(rv) if applied.resource_version().as_deref() != Some(rv.as_str()) => Outcome::Updated,
+        Some(_) => Outcome::Unchanged,
+    }
+}
+
+/// Applies a Secret the reconciler owns. Only its metadata is cached, so it is sent unless its
+/// resourceVersion is still the one this process applied the same content at.
+pub async fn apply_secret(client: &Client, namespace: &str, secret: &Secret, caches: &Caches) -> Result<Applied> {
+    let name = secret.name_any();
+    let kind = "Secret".to_owned();
+    let body = body_of(secret)?;
+    let hash = body["metadata"]["annotations"][drift::DESIRED_HASH_ANNOTATION].as_str().unwrap_or_default().to_owned();
+    let before = caches.secrets.get(&key(namespace, &name)).and_then(|m| m.resource_version());
+    if caches.applied_secrets.unchanged(namespace, &name, before.as_deref(), &hash) {
+        return Ok(Applied { kind, name, outcome: Outcome::Unchanged });
+    }
+    let applied: Secret = send(client, namespace, &name, &body).await?;
+    let outcome = outcome(before, &applied);
+    caches.applied_secrets.record(namespace, &name, applied.resource_version().unwrap_or_default(), hash);
+    Ok(Applied { kind, name, outcome })
+}
+
+/// Deletes a child that the spec no longer asks for (e.g. Redis after switching to External),
+/// if the cache still shows it.
+pub async fn delete_if_present<K>(client: &Client, namespace: &str, name: &str, store: &Store<K>) -> Result<bool>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    if store.get(&key(namespace, name)).is_none() {
+        return Ok(false);
+    }
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
@@ -79,44 +128,47 @@ pub struct AppliedChildren {
 
 /// Applies every child in dependency order: identity and configuration before the workloads that
 /// read them.
-pub async fn apply_all(client: &Client, namespace: &str, children: &Children) -> Result<AppliedChildren> {
-    use k8s_openapi::api::apps::v1::StatefulSet;
-    use k8s_openapi::api::core::v1::{ConfigMap, Service};
-
+pub async fn apply_all(
+    client: &Client,
+    namespace: &str,
+    children: &Children,
+    caches: &Caches,
+) -> Result<AppliedChildren> {
+    let c = caches;
     let mut applied = Vec::with_capacity(16);
     let mut observed = super::status::Observed::default();
-    applied.push(apply(client, namespace, &children.service_account).await?.1);
-    applied.push(apply(client, namespace, &children.breaker_reader_role).await?.1);
-    applied.push(apply(client, namespace, &children.breaker_reader_binding).await?.1);
-    applied.push(apply(client, namespace, &children.pgbouncer_config).await?.1);
-    applied.push(apply(client, namespace, &children.pgbouncer_auth).await?.1);
-    let (pgb, a) = apply(client, namespace, &children.pgbouncer_deployment).await?;
+    applied.push(apply(client, namespace, &children.service_account, &c.service_accounts).await?.1);
+    applied.push(apply(client, namespace, &children.breaker_reader_role, &c.roles).await?.1);
+    applied.push(apply(client, namespace, &children.breaker_reader_binding, &c.role_bindings).await?.1);
+    applied.push(apply(client, namespace, &children.pgbouncer_config, &c.configmaps).await?.1);
+    applied.push(apply_secret(client, namespace, &children.pgbouncer_auth, c).await?);
+    let (pgb, a) = apply(client, namespace, &children.pgbouncer_deployment, &c.deployments).await?;
     observed.pgbouncer = Some(pgb);
     applied.push(a);
-    applied.push(apply(client, namespace, &children.pgbouncer_service).await?.1);
+    applied.push(apply(client, namespace, &children.pgbouncer_service, &c.services).await?.1);
     match &children.redis {
         Some(redis) => {
-            applied.push(apply(client, namespace, &redis.config).await?.1);
-            let (sts, a) = apply(client, namespace, &redis.statefulset).await?;
+            applied.push(apply(client, namespace, &redis.config, &c.configmaps).await?.1);
+            let (sts, a) = apply(client, namespace, &redis.statefulset, &c.statefulsets).await?;
             observed.redis = Some(sts);
             applied.push(a);
-            applied.push(apply(client, namespace, &redis.service).await?.1);
+            applied.push(apply(client, namespace, &redis.service, &c.services).await?.1);
         }
         None => {
             let name = format!("{}-redis", children.service_account.name_any());
-            delete_if_present::<StatefulSet>(client, namespace, &name).await?;
-            delete_if_present::<Service>(client, namespace, &name).await?;
-            delete_if_present::<ConfigMap>(client, namespace, &name).await?;
+            delete_if_present(client, namespace, &name, &c.statefulsets).await?;
+            delete_if_present(client, namespace, &name, &c.services).await?;
+            delete_if_present(client, namespace, &name, &c.configmaps).await?;
         }
     }
-    let (api, a) = apply(client, namespace, &children.api_deployment).await?;
+    let (api, a) = apply(client, namespace, &children.api_deployment, &c.deployments).await?;
     observed.api = Some(api);
     applied.push(a);
-    applied.push(apply(client, namespace, &children.api_service).await?.1);
-    applied.push(apply(client, namespace, &children.api_pdb).await?.1);
-    let (workers, a) = apply(client, namespace, &children.worker_deployment).await?;
+    applied.push(apply(client, namespace, &children.api_service, &c.services).await?.1);
+    applied.push(apply(client, namespace, &children.api_pdb, &c.pdbs).await?.1);
+    let (workers, a) = apply(client, namespace, &children.worker_deployment, &c.deployments).await?;
     observed.workers = Some(workers);
     applied.push(a);
-    applied.push(apply(client, namespace, &children.worker_service).await?.1);
+    applied.push(apply(client, namespace, &children.worker_service, &c.services).await?.1);
     Ok(AppliedChildren { applied, observed })
 }

@@ -6,8 +6,11 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::ResourceExt;
 
 /// The competing HPAs among `hpas`, as `(hpa name, deployment name)`, for the given Deployments.
-pub fn competing(hpas: &[HorizontalPodAutoscaler], deployments: &[&str]) -> Vec<(String, String)> {
-    hpas.iter()
+pub fn competing<'a>(
+    hpas: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>,
+    deployments: &[&str],
+) -> Vec<(String, String)> {
+    hpas.into_iter()
         .filter_map(|h| {
             let target = &h.spec.as_ref()?.scale_target_ref;
             let is_deployment =

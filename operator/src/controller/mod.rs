@@ -2,6 +2,8 @@
 
 pub mod apply;
 pub mod build;
+pub mod cache;
+pub mod drift;
 pub mod hpa;
 pub mod replicas;
 pub mod status;
@@ -11,13 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -38,9 +38,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Runs the controller and the autoscaler until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let shutdown = shutdown.shared();
-    let client = ctx.client.clone();
+    let Some(feeds) = ctx.take_feeds() else {
+        warn!("the caches' watches were already taken; the controller runs once per context");
+        return;
+    };
     let platforms: Api<RiskPlatform> = ctx.api_all();
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=riskplatform-operator");
     let controller = Controller::new(platforms, watcher::Config::default().any_semantic());
     let store = controller.store();
     let autoscaler =
@@ -62,28 +64,33 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         }
     });
     controller
-        .owns(ctx.owned_api::<Deployment>(&client), owned.clone())
-        .owns(ctx.owned_api::<StatefulSet>(&client), owned.clone())
-        .owns(ctx.owned_api::<Service>(&client), owned.clone())
-        .owns(ctx.owned_api::<ConfigMap>(&client), owned.clone())
-        .owns(ctx.owned_api::<Secret>(&client), owned.clone())
-        .owns(ctx.owned_api::<ServiceAccount>(&client), owned.clone())
-        .owns(ctx.owned_api::<PodDisruptionBudget>(&client), owned.clone())
-        .owns(ctx.owned_api::<Role>(&client), owned.clone())
-        .owns(ctx.owned_api::<RoleBinding>(&client), owned)
-        // A referenced credentials Secret appearing or changing must wake the platforms using it.
-        .watches(ctx.owned_api::<Secret>(&client), watcher::Config::default(), move |secret: Secret| {
+        .owns_stream(feeds.deployments)
+        .owns_stream(feeds.statefulsets)
+        .owns_stream(feeds.services)
+        .owns_stream(feeds.configmaps)
+        .owns_stream(feeds.service_accounts)
+        .owns_stream(feeds.pdbs)
+        .owns_stream(feeds.roles)
+        .owns_stream(feeds.role_bindings)
+        // One metadata watch of Secrets serves both the owned auth Secret (its owner) and a
+        // referenced credentials Secret appearing or changing (the platforms using it).
+        .watches_stream(feeds.secrets, move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace();
             let name = secret.name_any();
-            store
+            let owner = secret
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true) && o.kind == RiskPlatform::kind(&()))
+                .map(|o| ObjectRef::new(&o.name).within(namespace.as_deref().unwrap_or_default()));
+            let users = store
                 .state()
                 .into_iter()
                 .filter(|rp| rp.namespace() == namespace && rp.spec.pgbouncer.credentials_secret_ref.name == name)
-                .map(|rp| ObjectRef::from_obj(rp.as_ref()))
-                .collect::<Vec<_>>()
+                .map(|rp| ObjectRef::from_obj(rp.as_ref()));
+            owner.into_iter().chain(users).collect::<Vec<_>>()
         })
         // An HPA appearing on one of our Deployments must show up as Degraded without delay.
-        .watches(ctx.owned_api::<HorizontalPodAutoscaler>(&client), watcher::Config::default(), move |hpa| {
+        .watches_stream(feeds.hpas, move |hpa: HorizontalPodAutoscaler| {
             let namespace = hpa.namespace();
             let target = hpa.spec.map(|s| s.scale_target_ref.name).unwrap_or_default();
             hpa_store
@@ -111,16 +118,19 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     let _timer = ctx.metrics.reconcile.start();
     let namespace = rp.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let client = &ctx.client;
+    let caches = &ctx.caches;
+    caches.synced().await;
 
-    // fetch
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let secret = secrets.get_opt(&rp.spec.pgbouncer.credentials_secret_ref.name).await?;
+    // fetch: from the caches; the credentials' content only when their resourceVersion moved
+    let secret_name = &rp.spec.pgbouncer.credentials_secret_ref.name;
+    let meta = caches.secrets.get(&cache::key(&namespace, secret_name));
+    let secret = caches.credentials.get(client, &namespace, secret_name, meta.as_deref()).await?;
 
     // validate + build (pure), then apply; permanent problems (a spec that cannot work, a child
     // the API server refuses) wait for a change of the spec or the Secret
-    let built = validate::validate(&rp, &namespace, secret.as_ref()).and_then(|v| build::build(&rp, &v));
+    let built = validate::validate(&rp, &namespace, secret.as_deref()).and_then(|v| build::build(&rp, &v));
     let applied = match built {
-        Ok(children) => apply::apply_all(client, &namespace, &children).await,
+        Ok(children) => apply::apply_all(client, &namespace, &children, caches).await,
         Err(e) => Err(e),
     };
     let result = match applied {
@@ -152,10 +162,9 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     }
 
     // Another autoscaler on our Deployments: report it; the autoscaler leaves that component alone.
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &namespace);
-    let hpa_list = hpas.list(&Default::default()).await?.items;
+    let hpas = caches.hpas.state_filter(|h| h.namespace().as_deref() == Some(namespace.as_str()));
     let names = build::names(&rp);
-    let competing = hpa::competing(&hpa_list, &[&names.api, &names.workers]);
+    let competing = hpa::competing(hpas.iter().map(|h| h.as_ref()), &[&names.api, &names.workers]);
     let problem = (!competing.is_empty()).then(|| {
         let list: Vec<String> =
             competing.iter().map(|(h, d)| format!("HorizontalPodAutoscaler {h} targets {d}")).collect();
@@ -167,7 +176,7 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
             ),
         }
     });
-    if let Some(p) = &problem {
+    if let Some(p) = problem.as_ref().filter(|p| !has_condition(&rp, p)) {
         ctx.publish(&rp, EventType::Warning, &p.reason, "DetectAutoscaler", p.message.clone(), None).await;
     }
 
@@ -200,6 +209,9 @@ async fn write_status(
     problem: Option<&Problem>,
 ) -> Result<()> {
     let status = status::compute(rp, observed, problem, Time(k8s_openapi::jiff::Timestamp::now()));
+    if status::unchanged(rp.status.as_ref(), &status) {
+        return Ok(());
+    }
     let api: Api<RiskPlatform> = Api::namespaced(ctx.client.clone(), namespace);
     let body = json!({
         "apiVersion": RiskPlatform::api_version(&()),
@@ -208,6 +220,15 @@ async fn write_status(
     });
     api.patch_status(&rp.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(())
+}
+
+/// Whether the platform already reports `problem` as its Degraded reason, so a steady-state
+/// reconcile does not repeat the Warning.
+fn has_condition(rp: &RiskPlatform, problem: &Problem) -> bool {
+    rp.status
+        .as_ref()
+        .and_then(|s| s.condition(riskplatform_crd::condition::DEGRADED))
+        .is_some_and(|c| c.status == "True" && c.reason == problem.reason && c.message == problem.message)
 }
 
 /// Transient failures requeue with exponential backoff per platform.

@@ -119,6 +119,18 @@ pub fn compute(rp: &RiskPlatform, observed: &Observed, problem: Option<&Problem>
     }
 }
 
+/// Whether writing `next` would change nothing the reconciler owns in `previous`: the
+/// component replicas, observedGeneration and its conditions (others' conditions are theirs).
+pub fn unchanged(previous: Option<&RiskPlatformStatus>, next: &RiskPlatformStatus) -> bool {
+    let Some(p) = previous else { return false };
+    p.observed_generation == next.observed_generation
+        && p.api == next.api
+        && p.workers == next.workers
+        && p.redis == next.redis
+        && p.pgbouncer == next.pgbouncer
+        && next.conditions.iter().all(|c| p.conditions.iter().any(|pc| pc == c))
+}
+
 /// A condition whose status did not change keeps its lastTransitionTime.
 fn keep_transition_times(mut conditions: Vec<Condition>, previous: &[Condition]) -> Vec<Condition> {
     for c in &mut conditions {

@@ -1,23 +1,40 @@
-//! Measures the operator on a real API server: full reconcile latency (p50/p99 over 100
-//! reconciles, first and steady-state) and the operator process's RSS with 50 RiskPlatforms.
+//! Measures the operator on a real API server with `--platforms N` RiskPlatforms: the time for
+//! the real operator process to converge every platform from an empty cluster and its RSS
+//! after sync; full reconcile latency (p50/p99, first and steady state) and the API requests
+//! each reconcile sends; one breaker + autoscaler evaluation of every platform against a real
+//! Prometheus (empty: it measures the queries and the loop, not the policy).
 //!
-//! `cargo run --release -p riskplatform-tests --bin operator-bench` (builds the operator binary too).
+//! `cargo build --workspace --bins && target/debug/operator-bench --platforms 50`
+//! (or `--release` for both).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
+use clap::Parser;
 use kube::api::PostParams;
 use kube::Api;
 use riskplatform_crd::RiskPlatform;
 use riskplatform_operator::context::Context;
 use riskplatform_operator::metrics::Metrics;
 use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
+use riskplatform_tests::prometheus::Prometheus;
 use serde_json::json;
 
-const PLATFORMS: usize = 50;
-const RECONCILES: usize = 100;
+#[derive(Parser)]
+struct Args {
+    /// RiskPlatforms the operator process converges (13 children each).
+    #[arg(long, default_value_t = 50)]
+    platforms: usize,
+    /// Platforms whose reconciles are timed in-process (first and steady state each).
+    #[arg(long, default_value_t = 100)]
+    sample: usize,
+}
+
+/// Longest wait for every platform to converge; the goal is 120 s at 1,000 platforms.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -26,9 +43,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn operator_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("exe dir")?;
-    let bin = dir.join("riskplatform-operator");
-    ensure!(bin.exists(), "{} missing: run `cargo build --release -p riskplatform-operator` first", bin.display());
+    let bin = exe.parent().context("exe dir")?.join("riskplatform-operator");
+    ensure!(bin.exists(), "{} missing: build the operator binary with the same profile first", bin.display());
     Ok(bin)
 }
 
@@ -38,76 +54,182 @@ fn rss_kib(pid: u32) -> Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cluster = TestCluster::start()?;
-    let client = cluster.client().await?;
-    let ns = platform_namespace(&client, "bench").await?;
-    let api: Api<RiskPlatform> = Api::namespaced(client.clone(), &ns);
-    for i in 0..PLATFORMS {
+async fn create_platforms(api: &Api<RiskPlatform>, n: usize, prometheus: &str) -> Result<()> {
+    for i in 0..n {
         let rp: RiskPlatform = serde_json::from_value(json!({
             "apiVersion": "riskplatform.io/v1alpha1", "kind": "RiskPlatform",
             "metadata": { "name": format!("risk-{i}") },
-            "spec": { "pgbouncer": {
-                "database": { "host": "postgres.example", "name": "risk" },
-                "credentialsSecretRef": { "name": "db" } } }
+            "spec": {
+                "pgbouncer": {
+                    "database": { "host": "postgres.example", "name": "risk" },
+                    "credentialsSecretRef": { "name": "db" } },
+                "prometheus": { "url": prometheus } }
         }))?;
         api.create(&PostParams::default(), &rp).await?;
     }
+    Ok(())
+}
 
-    // Reconcile latency, in-process through the library's reconcile function.
-    let ctx = Arc::new(Context::new(client.clone(), Arc::new(Metrics::default()), Some(ns.clone()), None));
-    let mut first = Vec::new();
-    let mut steady = Vec::new();
-    for i in 0..RECONCILES {
-        let rp = Arc::new(api.get(&format!("risk-{}", i % PLATFORMS)).await?);
+/// API requests counted so far, by verb.
+fn requests_by_verb(metrics: &Metrics) -> Result<BTreeMap<String, f64>> {
+    let text = metrics.encode()?;
+    let mut by_verb = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("riskplatform_operator_api_requests_total{")) {
+        let verb = line.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).context("verb")?;
+        let value: f64 = line.rsplit(' ').next().context("value")?.parse()?;
+        *by_verb.entry(verb.to_owned()).or_insert(0.0) += value;
+    }
+    Ok(by_verb)
+}
+
+/// (GETs, LISTs, writes) sent between two snapshots.
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, f64, f64) {
+    let d = |verb: &str| after.get(verb).copied().unwrap_or(0.0) - before.get(verb).copied().unwrap_or(0.0);
+    (d("get"), d("list"), d("create") + d("update") + d("patch") + d("delete"))
+}
+
+struct Pass {
+    latencies: Vec<Duration>,
+    gets: f64,
+    lists: f64,
+    writes: f64,
+}
+
+async fn reconcile_pass(ctx: &Arc<Context>, metrics: &Metrics, api: &Api<RiskPlatform>, n: usize) -> Result<Pass> {
+    let before = requests_by_verb(metrics)?;
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let rp = Arc::new(api.get(&format!("risk-{i}")).await?);
         let start = Instant::now();
         riskplatform_operator::controller::reconcile(rp, ctx.clone()).await?;
-        if i < PLATFORMS {
-            first.push(start.elapsed())
-        } else {
-            steady.push(start.elapsed())
-        }
+        latencies.push(start.elapsed());
     }
-    first.sort();
-    steady.sort();
-    let mut all: Vec<Duration> = first.iter().chain(steady.iter()).copied().collect();
-    all.sort();
-    println!("full reconcile latency on kube-testenv ({RECONCILES} reconciles over {PLATFORMS} platforms):");
-    println!("| reconciles | n | p50 | p99 |");
-    println!("|---|---|---|---|");
-    for (label, d) in [("first (creates 13 children)", &first), ("steady state (no change)", &steady), ("all", &all)] {
-        println!(
-            "| {label} | {} | {:.1} ms | {:.1} ms |",
-            d.len(),
-            percentile(d, 0.5).as_secs_f64() * 1e3,
-            percentile(d, 0.99).as_secs_f64() * 1e3
-        );
-    }
+    let (gets, lists, writes) = delta(&before, &requests_by_verb(metrics)?);
+    latencies.sort();
+    Ok(Pass { latencies, gets, lists, writes })
+}
 
-    // RSS of the real operator process watching all 50 platforms and their children.
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let n = args.platforms;
+    let cluster = TestCluster::start()?;
+    let client = cluster.client().await?;
+    let prometheus = Prometheus::start(&[]).await?;
+
+    // 1. The operator process converges N platforms from an empty namespace.
+    let converge_ns = platform_namespace(&client, "bench-converge").await?;
+    let converge_api: Api<RiskPlatform> = Api::namespaced(client.clone(), &converge_ns);
+    create_platforms(&converge_api, n, &prometheus.url).await?;
     let mut child = std::process::Command::new(operator_binary()?)
         .env("KUBECONFIG", cluster.kubeconfig())
         .env("RISK_OPERATOR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("RISK_OPERATOR_NAMESPACE", &converge_ns)
+        .env("RISK_OPERATOR_LEADER_ELECTION", "false")
         .env("RUST_LOG", "warn")
         .spawn()?;
-    let synced = eventually(Duration::from_secs(120), || async {
-        let list = api.list(&Default::default()).await?;
-        let done =
-            list.items.iter().filter(|rp| rp.status.as_ref().and_then(|s| s.observed_generation).is_some()).count();
-        ensure!(done == PLATFORMS, "{done}/{PLATFORMS} reconciled");
-        Ok(())
+    let started = Instant::now();
+    let converged = eventually(CONVERGE_TIMEOUT, || async {
+        let list = converge_api.list(&Default::default()).await?;
+        let done = list
+            .items
+            .iter()
+            .filter(|rp| rp.status.as_ref().and_then(|s| s.observed_generation) == rp.metadata.generation)
+            .count();
+        ensure!(done == n, "{done}/{n} converged");
+        Ok(started.elapsed())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let rss = rss_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    synced?;
-    println!(
-        "operator RSS with {PLATFORMS} RiskPlatforms ({} children) after sync: {:.1} MiB",
-        PLATFORMS * 13,
-        rss? as f64 / 1024.0
-    );
+    let converged = converged?;
+    let rss = rss? as f64 / 1024.0;
+
+    // 2. Reconciles in-process, with caches over the whole cluster (the N converged platforms
+    // and their children included): first reconciles of fresh platforms, then steady-state
+    // reconciles of converged ones.
+    let metrics = Arc::new(Metrics::default());
+    let counted = riskplatform_operator::client::counting(client.clone(), metrics.api.clone());
+    let ctx = Arc::new(Context::new(counted, metrics.clone(), None, None));
+    ctx.take_feeds().context("feeds")?.spawn();
+    ctx.caches.synced().await;
+    let sample = args.sample.min(n);
+    let first_ns = platform_namespace(&client, "bench-first").await?;
+    let first_api: Api<RiskPlatform> = Api::namespaced(client.clone(), &first_ns);
+    create_platforms(&first_api, sample, &prometheus.url).await?;
+    let first = reconcile_pass(&ctx, &metrics, &first_api, sample).await?;
+    // A fresh process applies each owned Secret once (only its metadata is cached, so it cannot
+    // tell an edit from its own write); the pass after that is the steady state.
+    let restarted = reconcile_pass(&ctx, &metrics, &converge_api, sample).await?;
+    let steady = reconcile_pass(&ctx, &metrics, &converge_api, sample).await?;
+
+    // 3. One evaluation of the breakers and the autoscaler over all N converged platforms.
+    let store = Api::<RiskPlatform>::namespaced(client.clone(), &converge_ns).list(&Default::default()).await?;
+    let platforms: Vec<Arc<RiskPlatform>> = store.items.into_iter().map(Arc::new).collect();
+    let mut evaluations = Vec::new();
+    for _ in 0..2 {
+        let queries_before = query_count(&metrics)?;
+        let before = requests_by_verb(&metrics)?;
+        let start = Instant::now();
+        riskplatform_operator::autoscale::evaluate_all(&ctx, &platforms).await;
+        let elapsed = start.elapsed();
+        let queries = query_count(&metrics)? - queries_before;
+        evaluations.push((elapsed, queries, delta(&before, &requests_by_verb(&metrics)?)));
+    }
+
+    let passes = [
+        ("first reconcile (creates 13 children)", &first),
+        ("first reconcile after a restart", &restarted),
+        ("steady-state reconcile", &steady),
+    ];
+    print_table(n, sample, &passes, rss, converged, &evaluations);
     Ok(())
+}
+
+fn query_count(metrics: &Metrics) -> Result<f64> {
+    let text = metrics.encode()?;
+    let mut total = 0.0;
+    for line in text.lines().filter(|l| l.starts_with("riskplatform_operator_autoscaler_prometheus_queries_total{")) {
+        total += line.rsplit(' ').next().context("value")?.parse::<f64>()?;
+    }
+    Ok(total)
+}
+
+type Evaluation = (Duration, f64, (f64, f64, f64));
+
+fn print_table(
+    n: usize,
+    sample: usize,
+    passes: &[(&str, &Pass)],
+    rss_mib: f64,
+    converged: Duration,
+    evaluations: &[Evaluation],
+) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let per = |x: f64| x / sample as f64;
+    println!("operator-bench on kube-testenv: {n} platforms ({} children)", n * 13);
+    println!("| figure | value |");
+    println!("|---|---|");
+    for (label, pass) in passes {
+        println!(
+            "| {label}, p50 / p99 over {sample} | {:.1} ms / {:.1} ms |",
+            ms(percentile(&pass.latencies, 0.5)),
+            ms(percentile(&pass.latencies, 0.99))
+        );
+        println!(
+            "| {label}, API requests each | {:.2} GET, {:.2} LIST, {:.2} writes |",
+            per(pass.gets),
+            per(pass.lists),
+            per(pass.writes)
+        );
+    }
+    println!("| operator RSS after sync | {rss_mib:.1} MiB |");
+    println!("| all {n} platforms converged from empty | {:.1} s |", converged.as_secs_f64());
+    for (i, (elapsed, queries, (gets, lists, writes))) in evaluations.iter().enumerate() {
+        let which = if i == 0 { "first" } else { "next" };
+        println!("| {which} breaker + autoscaler evaluation of {n} platforms | {:.0} ms |", ms(*elapsed));
+        println!("| {which} evaluation: Prometheus queries, API requests | {queries} queries; {gets} GET, {lists} LIST, {writes} writes |");
+    }
 }
