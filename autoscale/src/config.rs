@@ -96,6 +96,9 @@ pub struct ForecastSizing {
     pub ramp_hold_seconds: i64,
     /// A scale-down sizes for the highest upper band of this window.
     pub stabilisation_window_seconds: i64,
+    /// A scale-down also covers the band of a forecast this far ahead, scored on its own errors:
+    /// the fleet left must hold for this long, or the next scale-up undoes the scale-down (a flap).
+    pub scale_down_horizon_seconds: i64,
 }
 
 impl ForecastSizing {
@@ -112,6 +115,7 @@ impl ForecastSizing {
         ramp_window_seconds: 60,
         ramp_hold_seconds: 300,
         stabilisation_window_seconds: 600,
+        scale_down_horizon_seconds: 300,
     };
 
     /// How far back the policy needs the request rate at minute resolution: a week for the weekly
@@ -122,7 +126,9 @@ impl ForecastSizing {
 
     /// How far back the policy needs the request rate at full resolution.
     pub fn recent_seconds(&self) -> i64 {
-        self.error_window_seconds + self.horizon_seconds + crate::forecast::LEVEL_SECONDS
+        self.error_window_seconds
+            + self.horizon_seconds.max(self.scale_down_horizon_seconds)
+            + crate::forecast::LEVEL_SECONDS
     }
 }
 

@@ -13,7 +13,7 @@
 //! Too little recent history to score the forecast returns None: the reactive demand rule decides.
 
 use crate::config::ForecastSizing;
-use crate::forecast::{point, quantile, relative_error, upper, Indexed};
+use crate::forecast::{point, quantile, relative_error, upper, Indexed, LEVEL_SECONDS};
 use crate::signal::{window, Reading};
 use crate::state::{Driver, ForecastRecord};
 
@@ -35,13 +35,33 @@ fn past(reading: Option<&Reading>, now: i64) -> &[(i64, f64)] {
     }
 }
 
-/// The rate's slope (per second) from the oldest to the newest sample of the ramp window.
-fn slope(samples: &[(i64, f64)], now: i64, window_seconds: i64) -> f64 {
-    let inside = &samples[samples.partition_point(|(t, _)| *t < now - window_seconds)..];
-    match (inside.first(), inside.last()) {
-        (Some((t0, v0)), Some((t1, v1))) if t1 > t0 => (v1 - v0) / (t1 - t0) as f64,
-        _ => 0.0,
-    }
+/// The rate projected `horizon` ahead along the slope of its level over the ramp window (never
+/// down); levels, not single samples, so one noisy scrape is not taken for a ramp.
+fn projection(recent: &Indexed, now: i64, window_seconds: i64, horizon: i64) -> Option<f64> {
+    let level = |at: i64| recent.mean(at - LEVEL_SECONDS, at);
+    let (then, newest) = (level(now - window_seconds)?, level(now)?);
+    let slope = (newest - then) / window_seconds.max(1) as f64;
+    Some(newest + slope.max(0.0) * horizon as f64)
+}
+
+/// The `error_quantile` of the relative errors of the forecasts `horizon` ahead made over the
+/// error window, each scored against the peak of the horizon that followed it.
+fn error_quantile(
+    f: &ForecastSizing,
+    recent: &Indexed,
+    history: &Indexed,
+    now: i64,
+    horizon: i64,
+    floor: f64,
+) -> Option<f64> {
+    let mut errors: Vec<f64> = recent
+        .times(now - f.error_window_seconds - horizon, now - horizon)
+        .filter_map(|s| {
+            let actual = recent.peak_after(s, s + horizon)?;
+            Some(relative_error(actual, point(recent, history, s, horizon)?.0, floor))
+        })
+        .collect();
+    quantile(&mut errors, f.error_quantile)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -63,15 +83,10 @@ pub(super) fn rule(
     let floor = capacity * f.max_utilisation;
     let pods_for = |rate: f64| super::demand::pods_for(rate, capacity, f.max_utilisation);
 
-    let mut errors: Vec<f64> = recent
-        .times(now - f.error_window_seconds - h, now - h)
-        .filter_map(|s| Some(relative_error(recent.peak_after(s, s + h)?, point(&recent, &history, s, h)?.0, floor)))
-        .collect();
-    let q = quantile(&mut errors, f.error_quantile)?;
+    let q = error_quantile(f, &recent, &history, now, h, floor)?;
     let (forecast, seasonality) = point(&recent, &history, now, h)?;
     let band = upper(forecast, q, floor);
-    let newest = samples.last().map_or(0.0, |(_, v)| *v);
-    let projected = newest + slope(samples, now, f.ramp_window_seconds).max(0.0) * h as f64;
+    let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);
     let ramp = projected > band;
     let ramp_until = if ramp { Some(now + f.ramp_hold_seconds) } else { ramp_until };
     let mut record = ForecastRecord {
@@ -106,9 +121,18 @@ pub(super) fn rule(
             .filter_map(|s| point(&recent, &history, s, h))
             .map(|(p, _)| upper(p, q, floor))
             .fold(band, f64::max);
-        let down = pods_for(peak);
+        let d = f.scale_down_horizon_seconds;
+        let ahead = error_quantile(f, &recent, &history, now, d, floor)
+            .zip(point(&recent, &history, now, d))
+            .map_or(f64::INFINITY, |(qd, (p, _))| upper(p, qd, floor));
+        let down = pods_for(peak.max(ahead));
         if down < current {
-            Want::Down(format!("highest band of the last {w} s {peak:.0}/s needs {down} pods"), down)
+            Want::Down(
+                format!(
+                    "highest band of the last {w} s {peak:.0}/s and of the next {d} s {ahead:.0}/s need {down} pods"
+                ),
+                down,
+            )
         } else {
             Want::Hold(format!("forecast {forecast:.0}/s {pct:+.0} % = {band:.0}/s within {current} pods"))
         }

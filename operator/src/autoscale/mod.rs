@@ -3,6 +3,7 @@
 //! from Prometheus, let the pure policy decide, write replicas under the autoscaler's field
 //! manager, and record the decision in the status with an Event per scaling action.
 
+pub mod history;
 pub mod prometheus;
 pub mod queries;
 
@@ -40,6 +41,7 @@ pub fn policy_config(spec: &RiskPlatformSpec) -> PolicyConfig {
         workers: a.workers.bounds(),
         fallback_after_failures: u32::try_from(a.fallback_after_failures).unwrap_or(1),
         demand: a.demand.as_ref().map(riskplatform_crd::DemandSpec::sizing),
+        forecast: a.forecast.as_ref().map(riskplatform_crd::ForecastSpec::sizing),
         ..PolicyConfig::seed_defaults()
     }
 }
@@ -143,6 +145,10 @@ pub async fn scale_platform(
                 )),
             };
             inputs.readings.insert(signal, reading);
+        }
+        if let (Component::Api, Some(forecast), Some(client)) = (component, &config.forecast, &prometheus) {
+            let query = queries::render(&query_template(&rp.spec, Signal::RequestRate), &target);
+            inputs.request_rate_history = Some(history::fetch(client, &query, forecast, now).await);
         }
         let state: &ComponentState = match component {
             Component::Api => &previous.api,
