@@ -19,6 +19,10 @@ use crate::state::{Driver, ForecastRecord};
 
 use super::Want;
 
+/// The seconds at the end of the horizon a scale-up decision is the last one able to serve: one
+/// evaluation interval plus one sample (so the sample at its start counts).
+const LAST_CHANCE_SECONDS: i64 = 2 * crate::signal::STEP_SECONDS;
+
 /// What forecast sizing asks for, what it saw, and until when the ramp path holds scale-downs.
 pub(super) struct Verdict {
     pub want: Want,
@@ -45,19 +49,20 @@ fn projection(recent: &Indexed, now: i64, window_seconds: i64, horizon: i64) -> 
 }
 
 /// The `error_quantile` of the relative errors of the forecasts `horizon` ahead made over the
-/// error window, each scored against the peak of the horizon that followed it.
+/// error window, each scored against the peak of the last `covers` seconds of the horizon that
+/// followed it (the seconds the decision is the last one able to serve).
 fn error_quantile(
     f: &ForecastSizing,
     recent: &Indexed,
     history: &Indexed,
     now: i64,
-    horizon: i64,
+    (horizon, covers): (i64, i64),
     floor: f64,
 ) -> Option<f64> {
     let mut errors: Vec<f64> = recent
         .times(now - f.error_window_seconds - horizon, now - horizon)
         .filter_map(|s| {
-            let actual = recent.peak_after(s, s + horizon)?;
+            let actual = recent.peak_after(s + horizon - covers, s + horizon)?;
             Some(relative_error(actual, point(recent, history, s, horizon)?.0, floor))
         })
         .collect();
@@ -83,7 +88,10 @@ pub(super) fn rule(
     let floor = capacity * f.max_utilisation;
     let pods_for = |rate: f64| super::demand::pods_for(rate, capacity, f.max_utilisation);
 
-    let q = error_quantile(f, &recent, &history, now, h, floor)?;
+    // A pod asked for now serves only from the start-up on, and the next evaluation can ask for
+    // more that serve one interval later: this decision alone must serve the horizon's last
+    // interval.
+    let q = error_quantile(f, &recent, &history, now, (h, LAST_CHANCE_SECONDS), floor)?;
     let (forecast, seasonality) = point(&recent, &history, now, h)?;
     let band = upper(forecast, q, floor);
     let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);
@@ -122,7 +130,9 @@ pub(super) fn rule(
             .map(|(p, _)| upper(p, q, floor))
             .fold(band, f64::max);
         let d = f.scale_down_horizon_seconds;
-        let ahead = error_quantile(f, &recent, &history, now, d, floor)
+        // Pods removed now are gone at once: the fleet left must serve every second until a
+        // scale-up could replace them.
+        let ahead = error_quantile(f, &recent, &history, now, (d, d), floor)
             .zip(point(&recent, &history, now, d))
             .map_or(f64::INFINITY, |(qd, (p, _))| upper(p, qd, floor));
         let down = pods_for(peak.max(ahead));

@@ -60,6 +60,13 @@ pub struct SimulateArgs {
     /// Draw load and replicas over time per policy into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// First minute of the replayed window the plot shows (e.g. one busy day of a long run, whose
+    /// policies still had the whole past as history).
+    #[arg(long, default_value_t = 0)]
+    pub plot_start_minute: usize,
+    /// Minutes the plot shows; the rest of the window when absent.
+    #[arg(long)]
+    pub plot_minutes: Option<usize>,
     /// Only these policies (comma separated names, e.g. `riskplatform,hpa@0.7`).
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
@@ -135,7 +142,22 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
         eprintln!("\r[{}] 100%", "#".repeat(50));
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot::svg(&rps, &results, &model))
+        let end = args.plot_minutes.map_or(rps.len(), |m| args.plot_start_minute.saturating_add(m).min(rps.len()));
+        if args.plot_start_minute >= end {
+            return Err(SimError::InvalidArgument(format!(
+                "--plot-start-minute {} is past the window's {} minutes",
+                args.plot_start_minute,
+                rps.len()
+            )));
+        }
+        let shown: Vec<Outcome> = results
+            .iter()
+            .map(|r| Outcome {
+                replicas_per_minute: r.replicas_per_minute[args.plot_start_minute..end].to_vec(),
+                ..r.clone()
+            })
+            .collect();
+        std::fs::write(path, plot::svg(&rps[args.plot_start_minute..end], &shown, &model))
             .map_err(|source| SimError::Read { path: path.display().to_string(), source })?;
     }
     match args.output {
@@ -183,6 +205,8 @@ mod tests {
             minutes: Some(600),
             output: OutputFormat::Json,
             plot: None,
+            plot_start_minute: 0,
+            plot_minutes: None,
             policies: Vec::new(),
             model: Model::default(),
         }

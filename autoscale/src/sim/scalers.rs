@@ -217,6 +217,23 @@ mod tests {
     }
 
     #[test]
+    fn no_future_of_the_trace_reaches_the_forecasting_policy() {
+        // Two traces equal for 300 minutes, then one triples. Until the load starts moving toward
+        // the first different minute (minute 299 interpolates toward it) both runs must decide the
+        // same, or the policy saw the future.
+        let model = crate::sim::model::Model::default();
+        let base: Vec<f64> = (0..400).map(|m| 1500.0 + 900.0 * (f64::from(m) / 37.0).sin()).collect();
+        let surge: Vec<f64> = base.iter().enumerate().map(|(m, v)| if m >= 300 { v * 3.0 } else { *v }).collect();
+        let run = |rps: &[f64]| {
+            let mut scaler = PolicyScaler::new("riskplatform", PolicyConfig::riskplatform());
+            crate::sim::engine::simulate(&mut scaler, rps, &model, |_| {}).replicas_per_minute
+        };
+        let (calm, surged) = (run(&base), run(&surge));
+        assert_eq!(calm[..299], surged[..299]);
+        assert_ne!(calm[299..], surged[299..], "the surge itself is seen once it happens");
+    }
+
+    #[test]
     fn keda_sees_a_new_value_only_every_thirty_seconds() {
         let mut k = HpaScaler::keda(0.7, 2, 20);
         assert_eq!(k.desired(&obs(0, 4, 70.0)), 4);
