@@ -571,3 +571,23 @@ fn forecast_stabilisation() -> i64 {
 fn forecast_scale_down_horizon() -> i64 {
     ForecastSizing::PRESET.scale_down_horizon_seconds
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_forecast_spec_is_the_riskplatform_preset() {
+        let spec: ForecastSpec = serde_json::from_str("{}").expect("every field has a default");
+        assert_eq!(spec.sizing(), ForecastSizing::PRESET);
+    }
+
+    #[test]
+    fn forecast_sizing_is_off_unless_asked_for() {
+        let spec: AutoscalingSpec = serde_json::from_str(r#"{"demand": {}}"#).expect("demand alone");
+        assert_eq!(spec.forecast, None);
+        let spec: AutoscalingSpec =
+            serde_json::from_str(r#"{"demand": {}, "forecast": {"errorQuantile": 0.95}}"#).expect("forecast");
+        assert_eq!(spec.forecast.map(|f| f.sizing().error_quantile), Some(0.95));
+    }
+}
