@@ -1,9 +1,11 @@
 //! The RiskPlatform custom resource: spec and status types shared by the operator and the API server.
 
+mod forecast;
 mod scaling;
 mod spec;
 mod status;
 
+pub use forecast::*;
 pub use scaling::*;
 pub use spec::*;
 pub use status::*;
