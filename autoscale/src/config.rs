@@ -73,6 +73,65 @@ impl DemandSizing {
     };
 }
 
+/// Sizing the API from a forecast of its request rate (on top of demand sizing, whose measured pod
+/// capacity it uses): pods ready when the load arrives instead of a start-up delay after it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForecastSizing {
+    /// How far ahead the fleet must cover the load: a pod's start-up time plus one evaluation,
+    /// because a pod asked for now serves only then and the next decision comes one interval later.
+    pub horizon_seconds: i64,
+    /// Share of a pod's capacity it serves within the latency SLO (from the service's load test);
+    /// the fleet is sized so the forecast's upper band runs pods at this share.
+    pub max_utilisation: f64,
+    /// Headroom is this quantile of the forecast's recent relative errors: the share of horizons
+    /// whose peak the band should cover.
+    pub error_quantile: f64,
+    /// Errors of the forecasts of this many seconds are scored; shorter history decides by the
+    /// reactive demand rule.
+    pub error_window_seconds: i64,
+    /// The ramp path projects the rate along its slope over this window; when that projection
+    /// leaves the forecast's band it sizes the fleet at once.
+    pub ramp_window_seconds: i64,
+    /// After the ramp path fired, nothing is scaled down for this long.
+    pub ramp_hold_seconds: i64,
+    /// A scale-down sizes for the highest upper band of this window.
+    pub stabilisation_window_seconds: i64,
+    /// A scale-down also covers the band of a forecast this far ahead, scored on its own errors:
+    /// the fleet left must hold for this long, or the next scale-up undoes the scale-down (a flap).
+    pub scale_down_horizon_seconds: i64,
+}
+
+impl ForecastSizing {
+    /// The riskplatform preset. The horizon is the model's 60 s start-up plus the 15 s interval;
+    /// 0.8 is the utilisation at which the API's p95 meets its 300 ms SLO; the 0.99 quantile of
+    /// two hours' errors covers all but about one horizon in a hundred; the ramp window is four
+    /// samples, enough for a slope that is not one sample's noise; holds and the stabilisation
+    /// window are the flap interval and twice it.
+    pub const PRESET: Self = Self {
+        horizon_seconds: 75,
+        max_utilisation: 0.8,
+        error_quantile: 0.99,
+        error_window_seconds: 7200,
+        ramp_window_seconds: 60,
+        ramp_hold_seconds: 300,
+        stabilisation_window_seconds: 600,
+        scale_down_horizon_seconds: 300,
+    };
+
+    /// How far back the policy needs the request rate at minute resolution: a week for the weekly
+    /// season plus the scored errors and the seasonal smoothing.
+    pub fn history_seconds(&self) -> i64 {
+        crate::forecast::WEEK_SECONDS + self.error_window_seconds + 2 * crate::forecast::SEASONAL_SMOOTHING_SECONDS
+    }
+
+    /// How far back the policy needs the request rate at full resolution.
+    pub fn recent_seconds(&self) -> i64 {
+        self.error_window_seconds
+            + self.horizon_seconds.max(self.scale_down_horizon_seconds)
+            + crate::forecast::LEVEL_SECONDS
+    }
+}
+
 /// Everything the policy needs besides samples and state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyConfig {
@@ -92,6 +151,10 @@ pub struct PolicyConfig {
     /// Demand-based sizing of the API (None: the seed's rule decides alone).
     #[serde(default)]
     pub demand: Option<DemandSizing>,
+    /// Forecast-based sizing of the API; it needs `demand` for the measured pod capacity and its
+    /// reactive rule (None: demand sizing alone).
+    #[serde(default)]
+    pub forecast: Option<ForecastSizing>,
 }
 
 impl PolicyConfig {
@@ -130,6 +193,7 @@ impl PolicyConfig {
             trend_window_seconds: 1800,
             staleness_seconds: 60,
             demand: None,
+            forecast: None,
         }
     }
 
@@ -144,14 +208,16 @@ impl PolicyConfig {
         Self {
             api: Bounds { scale_up_cooldown_seconds: 15, scale_down_cooldown_seconds: 300, ..seed.api },
             demand: Some(DemandSizing::PRESET),
+            forecast: Some(ForecastSizing::PRESET),
             ..seed
         }
     }
 
     /// How far back the operator reads `signal`: its evaluation period, the trend window for CPU
-    /// and request rate, and for the request rate also the demand windows.
+    /// and request rate, and for the request rate also the demand and forecast windows.
     pub fn read_window_seconds(&self, signal: Signal) -> i64 {
         let demand = self.demand.map_or(0, |d| d.stabilisation_window_seconds.max(d.scale_up_window_seconds));
+        let demand = demand.max(self.forecast.map_or(0, |f| f.recent_seconds()));
         match signal {
             Signal::Cpu => self.cpu.evaluation_period_seconds.max(self.trend_window_seconds),
             Signal::Memory => self.memory.evaluation_period_seconds,

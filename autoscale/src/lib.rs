@@ -2,12 +2,13 @@
 //! KEDA baselines, and the replay simulator that compares them on real traffic traces.
 
 pub mod config;
+pub mod forecast;
 pub mod policy;
 pub mod signal;
 pub mod sim;
 pub mod state;
 
-pub use config::{Bounds, Component, DemandSizing, PolicyConfig, Thresholds};
+pub use config::{Bounds, Component, DemandSizing, ForecastSizing, PolicyConfig, Thresholds};
 pub use policy::{decide, Inputs};
 pub use signal::{Reading, Signal, SignalState};
-pub use state::{Action, ComponentState, Decision, SignalInput};
+pub use state::{Action, ComponentState, Decision, Driver, ForecastRecord, SignalInput};

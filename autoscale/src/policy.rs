@@ -14,15 +14,19 @@
 //!
 //! With `demand` configured (the riskplatform preset), the API is instead sized from its request
 //! rate and a pod's measured capacity (`demand.rs`); the seed's rule decides whenever the request
-//! rate or a capacity measurement is missing.
+//! rate or a capacity measurement is missing. With `forecast` configured as well, the fleet is
+//! sized for a forecast of the rate a start-up ahead (`forecast.rs`), and the demand rule decides
+//! only while the history is too short to score that forecast.
 
 mod demand;
+mod forecast;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::{Component, PolicyConfig, Thresholds};
 use crate::signal::{judge, rising, Reading, Signal, SignalState};
-use crate::state::{Action, ComponentState, Decision, SignalInput};
+use crate::state::{Action, ComponentState, Decision, Driver, ForecastRecord, SignalInput};
 
 /// What the operator observed for one component at `now`.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +37,9 @@ pub struct Inputs {
     pub readings: BTreeMap<Signal, Reading>,
     /// Some(reason) blocks scale-ups, e.g. "database breaker open".
     pub suppress_scale_up: Option<String>,
+    /// Days of the API's request rate at minute resolution, for forecast sizing's seasons; shared,
+    /// because it is thousands of samples and the same for several evaluations.
+    pub request_rate_history: Option<Arc<Reading>>,
 }
 
 fn band(config: &PolicyConfig, s: Signal) -> &Thresholds {
@@ -107,6 +114,7 @@ pub fn decide(
     next.consecutive_metric_failures =
         if all_unavailable { previous.consecutive_metric_failures.saturating_add(1) } else { 0 };
 
+    let mut record = None;
     let (desired, action, reason) = if bounds.paused {
         (current, Action::Hold, "paused".to_owned())
     } else if current < bounds.min_replicas {
@@ -136,7 +144,32 @@ pub fn decide(
         let by_demand =
             match (component, &config.demand, next.pod_capacity_rps, inputs.readings.get(&Signal::RequestRate)) {
                 (Component::Api, Some(sizing), Some(capacity), Some(rate)) => {
-                    demand::rule(sizing, rate, capacity, current, now, config.staleness_seconds)
+                    let history = inputs.request_rate_history.as_deref();
+                    let staleness = config.staleness_seconds;
+                    let forecasted = config.forecast.as_ref().and_then(|f| {
+                        forecast::rule(f, rate, history, capacity, current, previous.ramp_until, now, staleness)
+                    });
+                    match forecasted {
+                        Some(verdict) => {
+                            next.ramp_until = verdict.ramp_until;
+                            record = Some(verdict.record);
+                            Some(verdict.want)
+                        }
+                        None => {
+                            let reactive = demand::rule(sizing, rate, capacity, current, now, staleness);
+                            if config.forecast.is_some() && reactive.is_some() {
+                                record = Some(ForecastRecord {
+                                    driver: Driver::Reactive,
+                                    forecast_rps: None,
+                                    upper_rps: None,
+                                    error_quantile: None,
+                                    ramp_rps: None,
+                                    seasonality: crate::forecast::Seasonality::None,
+                                });
+                            }
+                            reactive
+                        }
+                    }
                 }
                 _ => None,
             };
@@ -165,6 +198,7 @@ pub fn decide(
         desired_replicas: desired,
         reason,
         inputs: judged,
+        forecast: record,
     };
     next.record(decision.clone());
     (decision, next)

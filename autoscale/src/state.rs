@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::forecast::Seasonality;
 use crate::signal::{Signal, SignalState};
 
 /// Decisions kept in the bounded history.
@@ -33,6 +34,38 @@ pub struct SignalInput {
     pub note: Option<String>,
 }
 
+/// Which part of forecast sizing drove a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Driver {
+    /// The forecast's upper band sized the fleet.
+    Forecast,
+    /// Too little history to score a forecast: the reactive demand rule decided.
+    Reactive,
+    /// The rate rose out of the forecast's band: its slope projection sized the fleet at once.
+    Ramp,
+}
+
+/// What forecast sizing saw and which part of it decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastRecord {
+    pub driver: Driver,
+    /// Forecast request rate at the end of the horizon (req/s), when history allowed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_rps: Option<f64>,
+    /// Upper edge of the error band around the forecast (req/s): what the fleet is sized for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_rps: Option<f64>,
+    /// The measured relative error quantile that set the band (0.25: the forecast plus 25 %).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_quantile: Option<f64>,
+    /// The ramp path's projection of the rate over the horizon (req/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_rps: Option<f64>,
+    pub seasonality: Seasonality,
+}
+
 /// One evaluation: inputs, the verdict and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -46,6 +79,9 @@ pub struct Decision {
     /// For people, e.g. "held: scale-down cooldown, 412 s left".
     pub reason: String,
     pub inputs: Vec<SignalInput>,
+    /// Forecast sizing's view, when it is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastRecord>,
 }
 
 /// Memory of one component's autoscaler.
@@ -65,6 +101,9 @@ pub struct ComponentState {
     /// were not saturated (demand sizing); kept so a saturated fleet is still sized right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_capacity_rps: Option<f64>,
+    /// Unix seconds until which the ramp path holds scale-downs (it fired recently).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_until: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<Decision>,
     /// The latest decisions that changed something or said something new, newest last.

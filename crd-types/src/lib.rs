@@ -1,10 +1,12 @@
 //! The RiskPlatform custom resource: spec and status types shared by the operator and the API server.
 
+mod forecast;
 pub mod names;
 mod scaling;
 mod spec;
 mod status;
 
+pub use forecast::*;
 pub use scaling::*;
 pub use spec::*;
 pub use status::*;

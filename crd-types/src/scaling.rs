@@ -5,12 +5,17 @@
 
 use kube::KubeSchema;
 use riskplatform_autoscale::{Bounds, DemandSizing, Thresholds};
+
+use crate::forecast::ForecastSpec;
 use serde::{Deserialize, Serialize};
 
 /// Scaling settings of the whole platform (documented defaults from the design notes).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.fallbackAfterFailures > 0").message("autoscaling.fallbackAfterFailures must be positive"))]
+#[x_kube(
+    validation = Rule::new("self.fallbackAfterFailures > 0").message("autoscaling.fallbackAfterFailures must be positive"),
+    validation = Rule::new("!has(self.forecast) || has(self.demand)").message("autoscaling.forecast needs autoscaling.demand (its measured pod capacity and reactive rule)")
+)]
 pub struct AutoscalingSpec {
     /// Bounds and cooldowns of the API servers.
     #[serde(default)]
@@ -37,6 +42,10 @@ pub struct AutoscalingSpec {
     /// absent: the seed's rule alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demand: Option<DemandSpec>,
+    /// Size the API for a forecast of its request rate a start-up ahead, with headroom from the
+    /// forecast's measured error (docs/autoscaling.md); needs `demand`. Absent: demand sizing alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastSpec>,
 }
 
 fn default_fallback_after_failures() -> i32 {
@@ -54,6 +63,7 @@ impl Default for AutoscalingSpec {
             queue_length: QueueLengthSignal::default(),
             fallback_after_failures: default_fallback_after_failures(),
             demand: None,
+            forecast: None,
         }
     }
 }

@@ -300,6 +300,14 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
             "autoscaling.workers: cooldowns must be positive",
         ),
         (
+            json!({"autoscaling": {"forecast": {}}}),
+            "autoscaling.forecast needs autoscaling.demand (its measured pod capacity and reactive rule)",
+        ),
+        (
+            json!({"autoscaling": {"demand": {}, "forecast": {"errorQuantile": 1.0}}}),
+            "autoscaling.forecast: maxUtilisation must lie in (0, 1] and errorQuantile in [0.5, 1)",
+        ),
+        (
             json!({"circuitBreaker": {"failureRatePercent": 101}}),
             "circuitBreaker.failureRatePercent must be between 0 and 100",
         ),

@@ -30,7 +30,7 @@ pub fn measured_capacity(sizing: &DemandSizing, cpu: Option<f64>, rate: Option<f
 }
 
 /// Replicas that serve `rate` with each pod at `utilisation` of `capacity`.
-fn pods_for(rate: f64, capacity: f64, utilisation: f64) -> i32 {
+pub(super) fn pods_for(rate: f64, capacity: f64, utilisation: f64) -> i32 {
     let pods = (rate / (capacity * utilisation)).ceil();
     if pods.is_finite() {
         pods.clamp(0.0, f64::from(i32::MAX)) as i32

@@ -21,6 +21,7 @@ fn api(cpu: Reading, memory: Reading, rate: Reading, current: i32) -> Inputs {
         ready_replicas: current,
         readings: BTreeMap::from([(Signal::Cpu, cpu), (Signal::Memory, memory), (Signal::RequestRate, rate)]),
         suppress_scale_up: None,
+        request_rate_history: None,
     }
 }
 
@@ -30,6 +31,7 @@ fn workers(queue: Reading, current: i32) -> Inputs {
         ready_replicas: current,
         readings: BTreeMap::from([(Signal::QueueLength, queue)]),
         suppress_scale_up: None,
+        request_rate_history: None,
     }
 }
 

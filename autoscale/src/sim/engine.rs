@@ -1,8 +1,9 @@
-//! Replays a load curve through one scaler on 15 s ticks and measures the outcome.
+//! Replays a load curve through one scaler on 15 s ticks and measures the outcome, and computes
+//! the clairvoyant fleet (the oracle) every outcome is compared with.
 
 use serde::Serialize;
 
-use super::model;
+use super::model::{self, Model};
 use super::scalers::{Observation, Scaler};
 
 /// Simulation resolution and the policies' sync period.
@@ -18,35 +19,91 @@ pub struct Outcome {
     pub replica_hours: f64,
     pub scale_events: u32,
     pub flaps: u32,
+    /// Replica-hours above the oracle's, in percent of the oracle's.
+    pub excess_replica_hours_percent: f64,
+    /// Overload minutes above the oracle's (the minutes no fleet within the bounds avoids).
+    pub excess_overload_minutes: f64,
     #[serde(skip)]
     pub replicas_per_minute: Vec<i32>,
 }
 
-/// Replays `rps` (one value per minute) through `scaler`, starting at `min` replicas, all ready.
-pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], min: i32, mut progress: impl FnMut(usize)) -> Outcome {
-    // Start times of the pods that exist; a pod serves STARTUP_SECONDS after it started.
-    let mut pods: Vec<i64> = vec![-model::STARTUP_SECONDS; usize::try_from(min.max(0)).unwrap_or(0)];
+/// The load at tick `k` of `minute`: it moves linearly from one minute's rate to the next, as real
+/// traffic ramps.
+fn load_at(rps: &[f64], minute: usize, k: i64) -> f64 {
+    let this_minute = rps[minute];
+    let next_minute = rps.get(minute + 1).copied().unwrap_or(this_minute);
+    this_minute + (next_minute - this_minute) * (k * TICK_SECONDS) as f64 / 60.0
+}
+
+/// Opposite scale events closer than the flap interval.
+fn count_flaps(events: &[(i64, i32)]) -> u32 {
+    events.windows(2).filter(|w| w[0].1 != w[1].1 && w[1].0 - w[0].0 < FLAP_SECONDS).count() as u32
+}
+
+/// The clairvoyant fleet: at every tick exactly `ceil(load / SLO capacity)` pods within the
+/// bounds, each serving the moment it is needed. Nothing has fewer overload minutes (only load
+/// beyond `max_replicas` overloads it), and nothing serves its load with fewer replica-hours.
+pub fn oracle(rps: &[f64], model: &Model) -> Outcome {
+    let (mut overloaded_ticks, mut pod_seconds) = (0u64, 0i64);
+    let mut events = Vec::new();
+    let mut replicas_per_minute = Vec::with_capacity(rps.len());
+    let mut current = model.min_replicas;
+    for minute in 0..rps.len() {
+        for k in 0..60 / TICK_SECONDS {
+            let load = load_at(rps, minute, k);
+            let pods = model.oracle_replicas(load);
+            if pods != current {
+                events.push((minute as i64 * 60 + k * TICK_SECONDS, (pods - current).signum()));
+                current = pods;
+            }
+            overloaded_ticks += u64::from(model.overloaded(load, pods));
+            pod_seconds += i64::from(pods) * TICK_SECONDS;
+        }
+        replicas_per_minute.push(current);
+    }
+    Outcome {
+        policy: "oracle".to_owned(),
+        overload_minutes: overloaded_ticks as f64 * TICK_SECONDS as f64 / 60.0,
+        replica_hours: pod_seconds as f64 / 3600.0,
+        scale_events: events.len() as u32,
+        flaps: count_flaps(&events),
+        excess_replica_hours_percent: 0.0,
+        excess_overload_minutes: 0.0,
+        replicas_per_minute,
+    }
+}
+
+/// Fills in how far `outcome` is above `oracle`.
+pub fn compare_with_oracle(outcome: &mut Outcome, oracle: &Outcome) {
+    outcome.excess_replica_hours_percent =
+        (outcome.replica_hours - oracle.replica_hours) / oracle.replica_hours.max(f64::EPSILON) * 100.0;
+    outcome.excess_overload_minutes = outcome.overload_minutes - oracle.overload_minutes;
+}
+
+/// Replays `rps` (one value per minute) through `scaler` under `model`, starting at the model's
+/// `min_replicas`, all ready.
+pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progress: impl FnMut(usize)) -> Outcome {
+    // Start times of the pods that exist; a pod serves `startup_seconds` after it started.
+    let min = model.min_replicas;
+    let mut pods: Vec<i64> = vec![-model.startup_seconds; usize::try_from(min.max(0)).unwrap_or(0)];
     let mut overloaded_ticks = 0u64;
     let mut pod_seconds = 0i64;
     let mut events: Vec<(i64, i32)> = Vec::new();
     let mut replicas_per_minute = Vec::with_capacity(rps.len());
     let ticks_per_minute = 60 / TICK_SECONDS;
     let mut next_sync = 0;
-    for (minute, this_minute) in rps.iter().enumerate() {
+    for minute in 0..rps.len() {
         progress(minute);
-        let next_minute = rps.get(minute + 1).unwrap_or(this_minute);
         for k in 0..ticks_per_minute {
             let now = minute as i64 * 60 + k * TICK_SECONDS;
-            // Load moves linearly from one minute's rate to the next, as real traffic ramps.
-            let fraction = (k * TICK_SECONDS) as f64 / 60.0;
-            let load = &(this_minute + (next_minute - this_minute) * fraction);
-            let ready = pods.iter().filter(|start| now - **start >= model::STARTUP_SECONDS).count() as i32;
-            let cpu = model::cpu_percent(*load, ready);
+            let load = load_at(rps, minute, k);
+            let ready = pods.iter().filter(|start| now - **start >= model.startup_seconds).count() as i32;
+            let cpu = model.cpu_percent(load, ready);
             if now >= next_sync {
                 next_sync = now + scaler.period();
                 let current = pods.len() as i32;
                 let obs =
-                    Observation { now, current, ready, cpu, memory: model::memory_percent(cpu), request_rate: *load };
+                    Observation { now, current, ready, cpu, memory: model::memory_percent(cpu), request_rate: load };
                 let desired = scaler.desired(&obs).max(0);
                 if desired != current {
                     events.push((now, (desired - current).signum()));
@@ -59,20 +116,21 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], min: i32, mut progress: im
                     }
                 }
             }
-            if model::overloaded(*load, ready) {
+            if model.overloaded(load, ready) {
                 overloaded_ticks += 1;
             }
             pod_seconds += pods.len() as i64 * TICK_SECONDS;
         }
         replicas_per_minute.push(pods.len() as i32);
     }
-    let flaps = events.windows(2).filter(|w| w[0].1 != w[1].1 && w[1].0 - w[0].0 < FLAP_SECONDS).count() as u32;
     Outcome {
         policy: scaler.name(),
         overload_minutes: overloaded_ticks as f64 * TICK_SECONDS as f64 / 60.0,
         replica_hours: pod_seconds as f64 / 3600.0,
         scale_events: events.len() as u32,
-        flaps,
+        flaps: count_flaps(&events),
+        excess_replica_hours_percent: 0.0,
+        excess_overload_minutes: 0.0,
         replicas_per_minute,
     }
 }
@@ -99,7 +157,7 @@ mod tests {
         // Two pods serve 480 req/s within the SLO: 60 minutes at 400 fine, 30 at 600 overloaded,
         // plus the second half of the minute ramping from 400 to 600 (500 and 550 req/s).
         let rps: Vec<f64> = std::iter::repeat_n(400.0, 60).chain(std::iter::repeat_n(600.0, 30)).collect();
-        let out = simulate(&mut Fixed(2), &rps, 2, |_| {});
+        let out = simulate(&mut Fixed(2), &rps, &Model::default(), |_| {});
         assert_eq!(out.overload_minutes, 30.5);
         assert_eq!(out.replica_hours, 3.0);
         assert_eq!((out.scale_events, out.flaps), (0, 0));
@@ -124,7 +182,7 @@ mod tests {
                 }
             }
         }
-        let out = simulate(&mut UpDown(0), &[100.0; 6], 2, |_| {});
+        let out = simulate(&mut UpDown(0), &[100.0; 6], &Model::default(), |_| {});
         assert_eq!(out.scale_events, 5);
         assert_eq!(out.flaps, 4);
     }
@@ -132,7 +190,31 @@ mod tests {
     #[test]
     fn the_same_input_gives_the_same_outcome() {
         let rps: Vec<f64> = (0..500).map(|m| 200.0 + 150.0 * ((m as f64) / 40.0).sin().abs() * 10.0).collect();
-        let run = || simulate(&mut super::super::scalers::HpaScaler::hpa(0.7, 2, 20), &rps, 2, |_| {});
+        let run = || simulate(&mut super::super::scalers::HpaScaler::hpa(0.7, 2, 20), &rps, &Model::default(), |_| {});
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn the_oracle_is_just_enough_at_every_tick_and_overloads_only_beyond_max_replicas() {
+        // 960 req/s is exactly four pods within the SLO; 6,000 req/s needs 25 of the 20 allowed.
+        let rps = [960.0, 960.0, 6000.0, 6000.0];
+        let out = oracle(&rps, &Model::default());
+        // Ticks: 4 + 4 at 960 with the ramp to 6,000 inside minute 1 (2220, 3480, 4740 req/s:
+        // 10, 15, 20 pods), then 8 ticks at 20 pods, overloaded at 6,000.
+        let pod_ticks = 4 * 4 + 4 + 10 + 15 + 20 + 8 * 20;
+        assert_eq!(out.replica_hours, f64::from(pod_ticks) * 15.0 / 3600.0);
+        assert_eq!(out.overload_minutes, 2.0);
+        assert_eq!(out.replicas_per_minute, [4, 20, 20, 20]);
+    }
+
+    #[test]
+    fn the_excess_is_measured_against_the_oracle() {
+        let rps: Vec<f64> = std::iter::repeat_n(400.0, 60).chain(std::iter::repeat_n(600.0, 30)).collect();
+        let model = Model::default();
+        let base = oracle(&rps, &model);
+        let mut fixed = simulate(&mut Fixed(2), &rps, &model, |_| {});
+        compare_with_oracle(&mut fixed, &base);
+        assert_eq!(fixed.excess_overload_minutes, 30.5, "the oracle adds a third pod and never overloads");
+        assert!(fixed.excess_replica_hours_percent < 0.0, "two pods spend less than the oracle's three");
     }
 }

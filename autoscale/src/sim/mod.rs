@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::config::PolicyConfig;
 use engine::Outcome;
+use model::Model;
 use scalers::{HpaScaler, PolicyScaler, Scaler};
 
 #[derive(Debug, Error)]
@@ -59,18 +60,33 @@ pub struct SimulateArgs {
     /// Draw load and replicas over time per policy into this SVG file.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// First minute of the replayed window the plot shows (e.g. one busy day of a long run, whose
+    /// policies still had the whole past as history).
+    #[arg(long, default_value_t = 0)]
+    pub plot_start_minute: usize,
+    /// Minutes the plot shows; the rest of the window when absent.
+    #[arg(long)]
+    pub plot_minutes: Option<usize>,
     /// Only these policies (comma separated names, e.g. `riskplatform,hpa@0.7`).
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
+    #[command(flatten)]
+    pub model: Model,
 }
 
-/// Every policy compared, in report order.
-pub fn all_policies() -> Vec<Box<dyn Scaler>> {
-    let seed = PolicyConfig::seed_defaults();
-    let (min, max) = (seed.api.min_replicas, seed.api.max_replicas);
+/// `config` with the API bounds of `model`, so every policy is held to the same fleet limits.
+fn bounded(config: PolicyConfig, model: &Model) -> PolicyConfig {
+    let api =
+        crate::config::Bounds { min_replicas: model.min_replicas, max_replicas: model.max_replicas, ..config.api };
+    PolicyConfig { api, ..config }
+}
+
+/// Every policy compared, in report order (the oracle, computed apart, comes first).
+pub fn all_policies(model: &Model) -> Vec<Box<dyn Scaler>> {
+    let (min, max) = (model.min_replicas, model.max_replicas);
     let mut out: Vec<Box<dyn Scaler>> = vec![
-        Box::new(PolicyScaler::new("riskplatform", PolicyConfig::riskplatform())),
-        Box::new(PolicyScaler::new("seed", seed)),
+        Box::new(PolicyScaler::new("riskplatform", bounded(PolicyConfig::riskplatform(), model))),
+        Box::new(PolicyScaler::new("seed", bounded(PolicyConfig::seed_defaults(), model))),
     ];
     for target in [0.5, 0.6, 0.7, 0.8] {
         out.push(Box::new(HpaScaler::hpa(target, min, max)));
@@ -91,13 +107,15 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
     }
     let text = std::fs::read_to_string(&args.trace)
         .map_err(|source| SimError::Read { path: args.trace.display().to_string(), source })?;
+    args.model.validate().map_err(SimError::InvalidArgument)?;
     let rows = trace::parse(&text, &args.trace)?;
     let rps = trace::window(&rows, args.start_minute, args.minutes, args.peak_rps)?;
-    let mut policies = all_policies();
+    let model = args.model;
+    let mut policies = all_policies(&model);
     if !args.policies.is_empty() {
         policies.retain(|p| args.policies.contains(&p.name()));
         if policies.is_empty() {
-            let known: Vec<String> = all_policies().iter().map(|p| p.name()).collect();
+            let known: Vec<String> = all_policies(&model).iter().map(|p| p.name()).collect();
             return Err(SimError::InvalidArgument(format!(
                 "no such policy in {:?}; known: {}",
                 args.policies,
@@ -105,25 +123,41 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
             )));
         }
     }
-    let min = PolicyConfig::seed_defaults().api.min_replicas;
     let show_progress = std::io::stderr().is_terminal() && rps.len() > 10_000;
     let total = rps.len() * policies.len();
-    let mut results = Vec::new();
+    let oracle = engine::oracle(&rps, &model);
+    let mut results = vec![oracle.clone()];
     for (i, policy) in policies.iter_mut().enumerate() {
         let done_before = i * rps.len();
-        let outcome = engine::simulate(policy.as_mut(), &rps, min, |minute| {
+        let mut outcome = engine::simulate(policy.as_mut(), &rps, &model, |minute| {
             if show_progress && minute % 5000 == 0 {
                 let pct = (done_before + minute) * 100 / total.max(1);
                 eprint!("\r[{:<50}] {pct:>3}% {}", "#".repeat(pct / 2), policy_label(i));
             }
         });
+        engine::compare_with_oracle(&mut outcome, &oracle);
         results.push(outcome);
     }
     if show_progress {
         eprintln!("\r[{}] 100%", "#".repeat(50));
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot::svg(&rps, &results))
+        let end = args.plot_minutes.map_or(rps.len(), |m| args.plot_start_minute.saturating_add(m).min(rps.len()));
+        if args.plot_start_minute >= end {
+            return Err(SimError::InvalidArgument(format!(
+                "--plot-start-minute {} is past the window's {} minutes",
+                args.plot_start_minute,
+                rps.len()
+            )));
+        }
+        let shown: Vec<Outcome> = results
+            .iter()
+            .map(|r| Outcome {
+                replicas_per_minute: r.replicas_per_minute[args.plot_start_minute..end].to_vec(),
+                ..r.clone()
+            })
+            .collect();
+        std::fs::write(path, plot::svg(&rps[args.plot_start_minute..end], &shown, &model))
             .map_err(|source| SimError::Read { path: path.display().to_string(), source })?;
     }
     match args.output {
@@ -138,13 +172,22 @@ fn policy_label(i: usize) -> String {
 }
 
 fn write_table(out: &mut dyn Write, results: &[Outcome]) -> Result<(), SimError> {
-    writeln!(out, "| policy | overload minutes | replica-hours | scale events | flaps |")?;
-    writeln!(out, "|---|---:|---:|---:|---:|")?;
+    writeln!(
+        out,
+        "| policy | overload minutes | replica-hours | excess overload minutes | excess replica-hours % | scale events | flaps |"
+    )?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
     for r in results {
         writeln!(
             out,
-            "| {} | {:.2} | {:.1} | {} | {} |",
-            r.policy, r.overload_minutes, r.replica_hours, r.scale_events, r.flaps
+            "| {} | {:.2} | {:.1} | {:.2} | {:.1} | {} | {} |",
+            r.policy,
+            r.overload_minutes,
+            r.replica_hours,
+            r.excess_overload_minutes,
+            r.excess_replica_hours_percent,
+            r.scale_events,
+            r.flaps
         )?;
     }
     Ok(())
@@ -162,7 +205,10 @@ mod tests {
             minutes: Some(600),
             output: OutputFormat::Json,
             plot: None,
+            plot_start_minute: 0,
+            plot_minutes: None,
             policies: Vec::new(),
+            model: Model::default(),
         }
     }
 
@@ -183,9 +229,17 @@ mod tests {
         let report: serde_json::Value = serde_json::from_slice(&out).expect("json");
         let names: Vec<&str> =
             report["results"].as_array().into_iter().flatten().filter_map(|r| r["policy"].as_str()).collect();
-        assert_eq!(names, ["riskplatform", "seed", "hpa@0.5", "hpa@0.6", "hpa@0.7", "hpa@0.8", "keda"]);
+        assert_eq!(names, ["oracle", "riskplatform", "seed", "hpa@0.5", "hpa@0.6", "hpa@0.7", "hpa@0.8", "keda"]);
         for r in report["results"].as_array().into_iter().flatten() {
-            for field in ["overload_minutes", "replica_hours", "scale_events", "flaps"] {
+            let fields = [
+                "overload_minutes",
+                "replica_hours",
+                "scale_events",
+                "flaps",
+                "excess_replica_hours_percent",
+                "excess_overload_minutes",
+            ];
+            for field in fields {
                 assert!(r[field].is_number(), "{field} in {r}");
             }
         }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::engine::Outcome;
-use super::model::POD_CAPACITY_RPS;
+use super::model::Model;
 
 const WIDTH: f64 = 1200.0;
 const PANEL: f64 = 140.0;
@@ -24,9 +24,9 @@ fn polyline(values: &[f64], top: f64, scale: f64, color: &str) -> String {
 }
 
 /// Load (as pods needed at full CPU, grey) and replicas (blue) per policy.
-pub fn svg(rps: &[f64], results: &[Outcome]) -> String {
+pub fn svg(rps: &[f64], results: &[Outcome], model: &Model) -> String {
     let height = PANEL * results.len() as f64 + 20.0;
-    let needed: Vec<f64> = rps.iter().map(|r| r / POD_CAPACITY_RPS).collect();
+    let needed: Vec<f64> = rps.iter().map(|r| r / model.pod_capacity_rps).collect();
     let peak = results
         .iter()
         .flat_map(|r| r.replicas_per_minute.iter().map(|v| f64::from(*v)))

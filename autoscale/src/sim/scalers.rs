@@ -2,6 +2,7 @@
 //! operator runs) and the Kubernetes HPA algorithm, with KEDA as a slower-polling HPA.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use crate::config::{Component, PolicyConfig};
 use crate::policy::{decide, signals_of, Inputs};
@@ -27,23 +28,54 @@ pub trait Scaler {
     fn desired(&mut self, obs: &Observation) -> i32;
 }
 
-/// The project's policy fed with the series Prometheus would hold (15 s resolution).
+/// Seconds between two samples of the request-rate history, as the operator's range query steps.
+pub const HISTORY_STEP_SECONDS: i64 = 60;
+
+/// The project's policy fed with the series Prometheus would hold: 15 s resolution over each
+/// signal's read window and, for forecast sizing, the request rate per minute over days. It is
+/// only ever given observations up to the current tick.
 pub struct PolicyScaler {
     name: String,
     config: PolicyConfig,
     state: ComponentState,
-    history: VecDeque<Observation>,
+    recent: VecDeque<Observation>,
     keep_seconds: i64,
+    history: Arc<Reading>,
 }
 
 impl PolicyScaler {
     pub fn new(name: &str, config: PolicyConfig) -> Self {
         let keep_seconds = signals_of(Component::Api).iter().map(|s| config.read_window_seconds(*s)).max().unwrap_or(0);
-        Self { name: name.to_owned(), config, state: ComponentState::default(), history: VecDeque::new(), keep_seconds }
+        Self {
+            name: name.to_owned(),
+            config,
+            state: ComponentState::default(),
+            recent: VecDeque::new(),
+            keep_seconds,
+            history: Arc::new(Reading::Series(Vec::new())),
+        }
     }
 
-    fn series(&self, f: impl Fn(&Observation) -> f64) -> Reading {
-        Reading::Series(self.history.iter().map(|o| (o.now, f(o))).collect())
+    fn series(&self, signal: Signal, f: impl Fn(&Observation) -> f64) -> Reading {
+        let from = self.recent.back().map_or(0, |o| o.now) - self.config.read_window_seconds(signal);
+        Reading::Series(self.recent.iter().filter(|o| o.now >= from).map(|o| (o.now, f(o))).collect())
+    }
+
+    /// Appends the minute's sample to the history and drops what the forecast no longer reads
+    /// (in batches of a day, so the buffer is not shifted every minute).
+    fn remember(&mut self, obs: &Observation) {
+        let Some(forecast) = self.config.forecast else { return };
+        if obs.now % HISTORY_STEP_SECONDS != 0 {
+            return;
+        }
+        if let Reading::Series(samples) = Arc::make_mut(&mut self.history) {
+            samples.push((obs.now, obs.request_rate));
+            let keep_from = obs.now - forecast.history_seconds();
+            if samples.first().is_some_and(|(t, _)| *t < keep_from - crate::forecast::DAY_SECONDS) {
+                let stale = samples.partition_point(|(t, _)| *t < keep_from);
+                samples.drain(..stale);
+            }
+        }
     }
 }
 
@@ -57,19 +89,21 @@ impl Scaler for PolicyScaler {
     }
 
     fn desired(&mut self, obs: &Observation) -> i32 {
-        self.history.push_back(*obs);
-        while self.history.front().is_some_and(|o| o.now < obs.now - self.keep_seconds) {
-            self.history.pop_front();
+        self.recent.push_back(*obs);
+        while self.recent.front().is_some_and(|o| o.now < obs.now - self.keep_seconds) {
+            self.recent.pop_front();
         }
+        self.remember(obs);
         let inputs = Inputs {
             current_replicas: obs.current,
             ready_replicas: obs.ready,
             readings: BTreeMap::from([
-                (Signal::Cpu, self.series(|o| o.cpu)),
-                (Signal::Memory, self.series(|o| o.memory)),
-                (Signal::RequestRate, self.series(|o| o.request_rate)),
+                (Signal::Cpu, self.series(Signal::Cpu, |o| o.cpu)),
+                (Signal::Memory, self.series(Signal::Memory, |o| o.memory)),
+                (Signal::RequestRate, self.series(Signal::RequestRate, |o| o.request_rate)),
             ]),
             suppress_scale_up: None,
+            request_rate_history: self.config.forecast.map(|_| Arc::clone(&self.history)),
         };
         let (decision, state) = decide(&self.config, Component::Api, &inputs, &self.state, obs.now);
         // The simulator keeps no history of its own decisions; only cooldowns and the measured
@@ -180,6 +214,23 @@ mod tests {
         assert_eq!(h.desired(&obs(0, 10, 70.0)), 10);
         assert_eq!(h.desired(&obs(15, 10, 20.0)), 10, "the 10 recommended 15 s ago still counts");
         assert_eq!(h.desired(&obs(300, 10, 20.0)), 3);
+    }
+
+    #[test]
+    fn no_future_of_the_trace_reaches_the_forecasting_policy() {
+        // Two traces equal for 300 minutes, then one triples. Until the load starts moving toward
+        // the first different minute (minute 299 interpolates toward it) both runs must decide the
+        // same, or the policy saw the future.
+        let model = crate::sim::model::Model::default();
+        let base: Vec<f64> = (0..400).map(|m| 1500.0 + 900.0 * (f64::from(m) / 37.0).sin()).collect();
+        let surge: Vec<f64> = base.iter().enumerate().map(|(m, v)| if m >= 300 { v * 3.0 } else { *v }).collect();
+        let run = |rps: &[f64]| {
+            let mut scaler = PolicyScaler::new("riskplatform", PolicyConfig::riskplatform());
+            crate::sim::engine::simulate(&mut scaler, rps, &model, |_| {}).replicas_per_minute
+        };
+        let (calm, surged) = (run(&base), run(&surge));
+        assert_eq!(calm[..299], surged[..299]);
+        assert_ne!(calm[299..], surged[299..], "the surge itself is seen once it happens");
     }
 
     #[test]

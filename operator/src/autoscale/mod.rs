@@ -4,6 +4,7 @@
 //! manager, and record the decision in the status with an Event per scaling action.
 
 pub mod batch;
+pub mod history;
 pub mod prometheus;
 pub mod queries;
 
@@ -41,6 +42,7 @@ pub fn policy_config(spec: &RiskPlatformSpec) -> PolicyConfig {
         workers: a.workers.bounds(),
         fallback_after_failures: u32::try_from(a.fallback_after_failures).unwrap_or(1),
         demand: a.demand.as_ref().map(riskplatform_crd::DemandSpec::sizing),
+        forecast: a.forecast.as_ref().map(riskplatform_crd::ForecastSpec::sizing),
         ..PolicyConfig::seed_defaults()
     }
 }
@@ -153,6 +155,22 @@ pub async fn scale_platform(
         };
         for &signal in signals_of(component) {
             inputs.readings.insert(signal, readings.get(&namespace, &names.platform, signal));
+        }
+        // The forecast reads days of its own history: per platform, since its window is its own.
+        if let (Component::Api, Some(forecast)) = (component, &config.forecast) {
+            let target =
+                queries::QueryTarget { namespace: &namespace, platform: &names.platform, deployment: deployment_name };
+            let template =
+                custom_query(&rp.spec, Signal::RequestRate).unwrap_or_else(|| queries::REQUEST_RATE.to_owned());
+            let query = queries::render(&template, &target);
+            inputs.request_rate_history =
+                Some(match prometheus_http_query::Client::try_from(rp.spec.prometheus.url.as_str()) {
+                    Ok(client) => history::fetch(&client, &query, forecast, now).await,
+                    Err(_) => std::sync::Arc::new(riskplatform_autoscale::Reading::Unavailable(format!(
+                        "bad prometheus.url {:?}",
+                        rp.spec.prometheus.url
+                    ))),
+                });
         }
         let state: &ComponentState = match component {
             Component::Api => &previous.api,

@@ -51,6 +51,7 @@ fn inputs(cpu: f64, rate: Reading, ready: i32) -> Inputs {
             (Signal::RequestRate, rate),
         ]),
         suppress_scale_up: None,
+        request_rate_history: None,
     }
 }
 

@@ -1,0 +1,104 @@
+//! Forecast sizing settings of the API (`spec.autoscaling.forecast`), every field defaulting to
+//! the riskplatform preset.
+
+use kube::KubeSchema;
+use riskplatform_autoscale::ForecastSizing;
+use serde::{Deserialize, Serialize};
+
+/// Forecast sizing of the API; every field defaults to the riskplatform preset.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.horizonSeconds > 0 && self.scaleDownHorizonSeconds > 0 && self.rampWindowSeconds > 0 && self.rampHoldSeconds >= 0").message("autoscaling.forecast: horizons and the ramp window must be positive, the ramp hold not negative"),
+    validation = Rule::new("0.0 < self.maxUtilisation && self.maxUtilisation <= 1.0 && 0.5 <= self.errorQuantile && self.errorQuantile < 1.0").message("autoscaling.forecast: maxUtilisation must lie in (0, 1] and errorQuantile in [0.5, 1)"),
+    validation = Rule::new("self.errorWindowSeconds >= 600 && self.errorWindowSeconds <= 86400 && self.stabilisationWindowSeconds > 0 && self.stabilisationWindowSeconds <= self.errorWindowSeconds").message("autoscaling.forecast: errorWindowSeconds must lie in [600, 86400] and stabilisationWindowSeconds in (0, errorWindowSeconds]")
+)]
+pub struct ForecastSpec {
+    /// Seconds ahead the fleet must cover: the API pods' start-up time plus one evaluation.
+    #[serde(default = "forecast_horizon")]
+    pub horizon_seconds: i64,
+    /// Share of a pod's capacity it serves within the latency SLO (from a load test).
+    #[serde(default = "forecast_max_utilisation")]
+    pub max_utilisation: f64,
+    /// Quantile of the forecast's recent relative errors that sizes the headroom.
+    #[serde(default = "forecast_error_quantile")]
+    pub error_quantile: f64,
+    /// Seconds of past forecasts whose errors are scored (at most a day: the operator reads them
+    /// at full resolution).
+    #[serde(default = "forecast_error_window")]
+    pub error_window_seconds: i64,
+    /// Seconds over which the ramp path measures the rate's slope.
+    #[serde(default = "forecast_ramp_window")]
+    pub ramp_window_seconds: i64,
+    /// Seconds without scale-down after the ramp path fired.
+    #[serde(default = "forecast_ramp_hold")]
+    pub ramp_hold_seconds: i64,
+    /// A scale-down sizes for the highest band of this many seconds.
+    #[serde(default = "forecast_stabilisation")]
+    pub stabilisation_window_seconds: i64,
+    /// A scale-down also covers the band of a forecast this many seconds ahead.
+    #[serde(default = "forecast_scale_down_horizon")]
+    pub scale_down_horizon_seconds: i64,
+}
+
+impl ForecastSpec {
+    /// The sizing in the shape the policy takes.
+    pub fn sizing(&self) -> ForecastSizing {
+        ForecastSizing {
+            horizon_seconds: self.horizon_seconds,
+            max_utilisation: self.max_utilisation,
+            error_quantile: self.error_quantile,
+            error_window_seconds: self.error_window_seconds,
+            ramp_window_seconds: self.ramp_window_seconds,
+            ramp_hold_seconds: self.ramp_hold_seconds,
+            stabilisation_window_seconds: self.stabilisation_window_seconds,
+            scale_down_horizon_seconds: self.scale_down_horizon_seconds,
+        }
+    }
+}
+
+fn forecast_horizon() -> i64 {
+    ForecastSizing::PRESET.horizon_seconds
+}
+fn forecast_max_utilisation() -> f64 {
+    ForecastSizing::PRESET.max_utilisation
+}
+fn forecast_error_quantile() -> f64 {
+    ForecastSizing::PRESET.error_quantile
+}
+fn forecast_error_window() -> i64 {
+    ForecastSizing::PRESET.error_window_seconds
+}
+fn forecast_ramp_window() -> i64 {
+    ForecastSizing::PRESET.ramp_window_seconds
+}
+fn forecast_ramp_hold() -> i64 {
+    ForecastSizing::PRESET.ramp_hold_seconds
+}
+fn forecast_stabilisation() -> i64 {
+    ForecastSizing::PRESET.stabilisation_window_seconds
+}
+fn forecast_scale_down_horizon() -> i64 {
+    ForecastSizing::PRESET.scale_down_horizon_seconds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AutoscalingSpec;
+
+    #[test]
+    fn an_empty_forecast_spec_is_the_riskplatform_preset() {
+        let spec: ForecastSpec = serde_json::from_str("{}").expect("every field has a default");
+        assert_eq!(spec.sizing(), ForecastSizing::PRESET);
+    }
+
+    #[test]
+    fn forecast_sizing_is_off_unless_asked_for() {
+        let spec: AutoscalingSpec = serde_json::from_str(r#"{"demand": {}}"#).expect("demand alone");
+        assert_eq!(spec.forecast, None);
+        let spec: AutoscalingSpec =
+            serde_json::from_str(r#"{"demand": {}, "forecast": {"errorQuantile": 0.95}}"#).expect("forecast");
+        assert_eq!(spec.forecast.map(|f| f.sizing().error_quantile), Some(0.95));
+    }
+}
