@@ -42,6 +42,20 @@ fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// `target` with its symlinks resolved as the container will see them: its root is an overlay
+/// of the host's `/`, so the host resolves them identically (`/var/run` -> `/run` on Debian);
+/// left unresolved, `mount` would follow an absolute symlink out of the container's root.
+pub fn resolve_in_root(target: &str) -> String {
+    let path = std::path::Path::new(target);
+    for existing in path.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let rest = path.strip_prefix(existing).unwrap_or(std::path::Path::new(""));
+            return real.join(rest).display().to_string();
+        }
+    }
+    target.to_owned()
+}
+
 /// The script run inside the new namespaces before the program replaces it (same pid).
 pub fn script(l: &Launch) -> String {
     let root = l.dir.join("rootfs").display().to_string();
@@ -63,7 +77,7 @@ pub fn script(l: &Launch) -> String {
     // parents before the volumes mounted inside them
     mounts.sort_by_key(|m| m.target.matches('/').count());
     for m in &mounts {
-        let target = q(&format!("{root}{}", m.target));
+        let target = q(&format!("{root}{}", resolve_in_root(&m.target)));
         if m.file {
             s.push_str(&format!(
                 "[ -e {target} ] || {{ /usr/bin/mkdir -p \"$(/usr/bin/dirname {target})\"; : > {target}; }}\n"
@@ -188,6 +202,10 @@ mod tests {
         assert!(s.contains("/usr/bin/mount --bind '/s/v' '/s/c/rootfs/etc/it'\\''s'\n"));
         assert!(s.contains("/usr/bin/mount -o remount,bind,ro '/s/c/rootfs/etc/it'\\''s'\n"));
         assert!(s.contains("/usr/bin/mount -o remount,bind,ro '/s/c/rootfs'\n"));
+        assert_eq!(
+            resolve_in_root("/proc/self/../self/nonexistent/x"),
+            format!("/proc/{}/nonexistent/x", std::process::id())
+        );
         assert!(s.trim_end().ends_with("'--no-new-privs' -- /bin/sh -c 'cd \"$0\" && exec \"$@\"' '/' 'echo' 'a b'"));
     }
 }
