@@ -49,8 +49,10 @@ pub fn resolve_in_root(target: &str) -> String {
     let path = std::path::Path::new(target);
     for existing in path.ancestors() {
         if let Ok(real) = std::fs::canonicalize(existing) {
-            let rest = path.strip_prefix(existing).unwrap_or(std::path::Path::new(""));
-            return real.join(rest).display().to_string();
+            return match path.strip_prefix(existing) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest).display().to_string(),
+                _ => real.display().to_string(),
+            };
         }
     }
     target.to_owned()
