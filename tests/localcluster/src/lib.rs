@@ -6,4 +6,5 @@ pub mod controllers;
 pub mod kubelet;
 pub mod manager;
 pub mod network;
+pub mod quantity;
 pub mod services;

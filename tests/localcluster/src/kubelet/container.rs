@@ -18,7 +18,8 @@ use super::probe::{self, Action, Kind, Timing, Tracker};
 use super::runtime::{self, Launch};
 use super::security::{self, Identity};
 use super::status::{exit_reason, State};
-use super::{env, images, podvolumes, quantity, sources};
+use super::{env, images, podvolumes, sources};
+use crate::quantity;
 
 /// How a container run ended for the pod worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,6 @@ mod network;
 mod pod;
 mod podvolumes;
 mod probe;
-mod quantity;
 mod runtime;
 mod security;
 mod sources;

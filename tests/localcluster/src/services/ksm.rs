@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
 
-use super::quantity;
+use crate::quantity;
 
 /// The objects the metrics are computed from.
 #[derive(Clone)]

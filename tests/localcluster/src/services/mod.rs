@@ -7,7 +7,6 @@ pub mod ksm;
 pub mod podsd;
 pub mod promconfig;
 pub mod proxy;
-pub mod quantity;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
-//! Kubernetes resource quantities (`500m`, `256Mi`, `1.5G`, `2e3`) as numbers, the way
-//! kube-state-metrics reports them: CPU in cores, everything else in base units.
+//! Kubernetes resource quantities (`500m`, `256Mi`, `1.5G`, `2e3`) as numbers: CPU in cores,
+//! everything else in base units, as kube-state-metrics reports them and cgroup limits need them.
 
 /// The value of a quantity string, or None when it is not one.
 pub fn parse(quantity: &str) -> Option<f64> {
