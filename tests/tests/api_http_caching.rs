@@ -90,6 +90,24 @@ async fn answers_are_compressed_when_accepted_and_validated_with_etags() -> Resu
     assert_eq!(changed.status, StatusCode::OK, "a changed list is sent again");
     assert_ne!(changed.etag.as_deref(), Some(tag.as_str()));
 
+    // The document says so, for every GET of the API.
+    let doc = c.get("/api/v1/openapi.json").await?.body;
+    assert!(doc["paths"]["/api/v1/companies"]["get"]["responses"]["304"].is_object(), "304 documented");
+
+    // A streamed answer (a job's results) is compressed as it streams, and arrives whole.
+    let job = c.upload(riskplatform_tests::http::bulk_csv(300, None), "").await?;
+    let job_id = job.body["id"].as_str().context("job id")?.to_owned();
+    let _worker = stack.worker("caching-worker", &[])?;
+    c.wait_finished(&job_id, std::time::Duration::from_secs(60)).await?;
+    let results = format!("/api/v1/jobs/{job_id}/results");
+    let plain_csv = get(&server.url, &key, &results, &[]).await?;
+    let gz_csv = get(&server.url, &key, &results, &[("accept-encoding", "gzip")]).await?;
+    assert_eq!((gz_csv.status, gz_csv.encoding.as_deref()), (StatusCode::OK, Some("gzip")));
+    let mut csv = Vec::new();
+    flate2::read::GzDecoder::new(gz_csv.body.as_slice()).read_to_end(&mut csv)?;
+    assert_eq!(csv, plain_csv.body);
+    assert_eq!(plain_csv.etag, None, "a streamed answer is not held back to be tagged");
+
     // Errors and writes carry no validator.
     let missing = get(&server.url, &key, &format!("{list}/00000000-0000-0000-0000-000000000000"), &[]).await?;
     assert_eq!((missing.status, missing.etag), (StatusCode::NOT_FOUND, None));

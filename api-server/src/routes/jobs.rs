@@ -225,7 +225,9 @@ pub async fn results(
         }
     });
     let header = stream::once(async { Ok::<_, ApiError>(Bytes::from_static(csvio::RESULT_HEADER.as_bytes())) });
-    let body = Body::from_stream(futures::StreamExt::chain(header, pages));
+    // Fused: a consumer may poll again after the end (the compression layer does), which an
+    // unfold stream answers with a panic.
+    let body = Body::from_stream(futures::StreamExt::fuse(futures::StreamExt::chain(header, pages)));
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),

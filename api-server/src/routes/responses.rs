@@ -101,7 +101,18 @@ impl Modify for ExtractorErrors {
         for (_, name, description, retry_after) in COMMON {
             components.responses.insert(name.to_owned(), RefOr::T(component(description, retry_after)));
         }
-        for item in openapi.paths.paths.values_mut() {
+        let not_modified = ResponseBuilder::new()
+            .description("The representation is unchanged: the request's `If-None-Match` holds its `ETag`")
+            .build();
+        components.responses.insert("NotModified".to_owned(), RefOr::T(not_modified));
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // Every GET answer of the API router carries an ETag (routes/conditional.rs).
+            if let Some(get) = item.get.as_mut().filter(|_| path != "/metrics") {
+                get.responses
+                    .responses
+                    .entry("304".to_owned())
+                    .or_insert_with(|| RefOr::Ref(Ref::new("#/components/responses/NotModified")));
+            }
             for op in operations(item) {
                 for status in extractor_statuses(inputs(op)) {
                     let name = COMMON.iter().find(|(s, ..)| *s == status).map(|(_, name, ..)| *name);
