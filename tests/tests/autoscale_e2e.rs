@@ -154,9 +154,14 @@ async fn load_scales_the_api_with_a_reason_and_a_restart_inside_the_cooldown_doe
         note.contains("risk-api") && note.contains("cpu") && note.contains("request rate high"),
         "event note: {note}"
     );
-    let status = platforms.get("risk").await?.status.context("status")?;
-    let api = status.autoscaling.context("autoscaling status")?.api;
-    assert!(api.last_scale_up.is_some());
+    // The decision reaches the status right after its Event, in the same evaluation.
+    let api = eventually(Duration::from_secs(30), || async {
+        let status = platforms.get("risk").await?.status.context("status")?;
+        let api = status.autoscaling.context("autoscaling status")?.api;
+        ensure!(api.last_scale_up.is_some(), "no scale-up recorded in the status yet");
+        Ok(api)
+    })
+    .await?;
     assert!(
         api.history.iter().any(|d| d.desired_replicas == scaled_to && d.reason.contains("scale up 2 ->")),
         "{:?}",
