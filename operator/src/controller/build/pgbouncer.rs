@@ -19,7 +19,9 @@ use crate::controller::validate::Validated;
 /// PgBouncer's conventional port.
 pub const PORT: i32 = 6432;
 const CONFIG_DIR: &str = "/etc/pgbouncer";
-const AUTH_DIR: &str = "/etc/pgbouncer/auth";
+/// A sibling of the config directory, not inside it: ConfigMap volumes are mounted read-only, so
+/// the runtime cannot create a mount point in one (the local cluster's kubelet showed it).
+const AUTH_DIR: &str = "/etc/pgbouncer-auth";
 /// uid of the pgbouncer user in the default image.
 const PGBOUNCER_UID: i64 = 70;
 

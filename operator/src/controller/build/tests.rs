@@ -282,3 +282,47 @@ fn a_platform_without_a_uid_is_an_error_not_a_panic() {
     assert!(matches!(build(&rp, &validated("pw")), Err(crate::error::Error::MissingObjectKey(_))));
     assert_eq!(rp.name_any(), "risk");
 }
+
+/// ConfigMap and Secret volumes are mounted read-only, so the container runtime cannot create
+/// a mount point inside one: no mount may sit below a mount of such a volume.
+#[test]
+fn no_volume_is_mounted_inside_a_read_only_configmap_or_secret_mount() {
+    use k8s_openapi::api::core::v1::PodSpec;
+    let children = build(&fixture("persistent-redis.yaml"), &validated("pw")).expect("build");
+    let redis = children.redis.as_ref().expect("managed redis");
+    let specs: Vec<(&str, &PodSpec)> = [
+        ("api", &children.api_deployment),
+        ("worker", &children.worker_deployment),
+        ("pgbouncer", &children.pgbouncer_deployment),
+    ]
+    .into_iter()
+    .filter_map(|(n, d)| Some((n, d.spec.as_ref()?.template.spec.as_ref()?)))
+    .chain(redis.statefulset.spec.as_ref().and_then(|s| s.template.spec.as_ref()).map(|p| ("redis", p)))
+    .collect();
+    assert_eq!(specs.len(), 4);
+    for (workload, pod) in specs {
+        let read_only: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.config_map.is_some() || v.secret.is_some())
+            .map(|v| v.name.as_str())
+            .collect();
+        for c in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+            let mounts: Vec<_> = c.volume_mounts.iter().flatten().collect();
+            for outer in mounts.iter().filter(|m| read_only.contains(&m.name.as_str())) {
+                let prefix = format!("{}/", outer.mount_path.trim_end_matches('/'));
+                for inner in &mounts {
+                    assert!(
+                        !inner.mount_path.starts_with(&prefix),
+                        "{workload}/{}: {} is mounted inside the read-only {} at {}",
+                        c.name,
+                        inner.mount_path,
+                        outer.name,
+                        outer.mount_path
+                    );
+                }
+            }
+        }
+    }
+}
