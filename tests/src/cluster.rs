@@ -138,3 +138,27 @@ pub async fn platform_namespace(client: &Client, prefix: &str) -> Result<String>
     secret(client, &ns, "db", &[("username", "risk"), ("password", "pw")]).await?;
     Ok(ns)
 }
+
+/// A RiskPlatform as the platform tests use it: the database `postgres.example/risk`, credentials
+/// in the Secret `secret`, and `spec_extra`'s fields over the rest of the spec.
+pub fn test_platform(
+    name: &str,
+    secret: &str,
+    spec_extra: serde_json::Value,
+) -> Result<riskplatform_crd::RiskPlatform> {
+    let mut rp = serde_json::json!({
+        "apiVersion": "riskplatform.io/v1alpha1",
+        "kind": "RiskPlatform",
+        "metadata": { "name": name },
+        "spec": {
+            "pgbouncer": {
+                "database": { "host": "postgres.example", "name": "risk" },
+                "credentialsSecretRef": { "name": secret }
+            }
+        }
+    });
+    for (k, v) in spec_extra.as_object().context("spec fields are an object")? {
+        rp["spec"][k] = v.clone();
+    }
+    Ok(serde_json::from_value(rp)?)
+}

@@ -12,28 +12,14 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use riskplatform_crd::names::MAX_NAME_LEN;
 use riskplatform_crd::{condition, RiskPlatform};
-use riskplatform_tests::cluster::{eventually, platform_namespace, TestCluster};
+use riskplatform_tests::cluster::{eventually, platform_namespace, test_platform, TestCluster};
 use riskplatform_tests::operator::RunningOperator;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn platform(name: &str, spec_extra: Value) -> Result<RiskPlatform> {
-    let mut rp = json!({
-        "apiVersion": "riskplatform.io/v1alpha1",
-        "kind": "RiskPlatform",
-        "metadata": { "name": name },
-        "spec": {
-            "pgbouncer": {
-                "database": { "host": "postgres.example", "name": "risk" },
-                "credentialsSecretRef": { "name": "db" }
-            }
-        }
-    });
-    for (k, v) in spec_extra.as_object().context("spec fields")? {
-        rp["spec"][k] = v.clone();
-    }
-    Ok(serde_json::from_value(rp)?)
+    test_platform(name, "db", spec_extra)
 }
 
 async fn refusal(api: &Api<RiskPlatform>, rp: &RiskPlatform) -> Result<String> {

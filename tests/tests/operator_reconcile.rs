@@ -10,24 +10,14 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use riskplatform_crd::{condition, RiskPlatform};
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, TestCluster};
+use riskplatform_tests::cluster::{eventually, install_crd, namespace, secret, test_platform, TestCluster};
 use riskplatform_tests::operator::RunningOperator;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn platform(name: &str, secret: &str) -> Result<RiskPlatform> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "riskplatform.io/v1alpha1",
-        "kind": "RiskPlatform",
-        "metadata": { "name": name },
-        "spec": {
-            "pgbouncer": {
-                "database": { "host": "postgres.example", "name": "risk" },
-                "credentialsSecretRef": { "name": secret }
-            }
-        }
-    }))?)
+    test_platform(name, secret, json!({}))
 }
 
 struct Env {

@@ -13,7 +13,7 @@ use riskplatform_operator::admin;
 use riskplatform_operator::context::Context;
 use riskplatform_operator::metrics::Metrics;
 use riskplatform_operator::rest::{self, RestAuth};
-use riskplatform_tests::cluster::{eventually, install_crd, namespace, TestCluster};
+use riskplatform_tests::cluster::{eventually, install_crd, namespace, test_platform, TestCluster};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -63,17 +63,7 @@ impl Env {
     }
 
     async fn create_platform(&self, name: &str) -> Result<RiskPlatform> {
-        let rp: RiskPlatform = serde_json::from_value(json!({
-            "apiVersion": "riskplatform.io/v1alpha1",
-            "kind": "RiskPlatform",
-            "metadata": { "name": name },
-            "spec": {
-                "pgbouncer": {
-                    "database": { "host": "postgres.example", "name": "risk" },
-                    "credentialsSecretRef": { "name": "db" }
-                }
-            }
-        }))?;
+        let rp = test_platform(name, "db", json!({}))?;
         Ok(self.platforms().create(&PostParams::default(), &rp).await?)
     }
 }
