@@ -11,7 +11,20 @@ use kube::api::{ListParams, PostParams};
 use kube::Api;
 use riskplatform_tests::cluster::{eventually, namespace};
 use riskplatform_tests::localcluster::LocalCluster;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// Two replicas of `container`, labelled `app: web`.
+fn web_deployment(container: Value) -> Result<Deployment> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [container] } },
+        },
+    }))?)
+}
 
 #[tokio::test]
 async fn a_local_cluster_schedules_a_deployment_and_gives_its_service_an_ip_and_a_host_port() -> Result<()> {
@@ -22,14 +35,9 @@ async fn a_local_cluster_schedules_a_deployment_and_gives_its_service_an_ip_and_
     let cluster = LocalCluster::start()?;
     let client = cluster.client().await?;
     let ns = namespace(&client, "lc").await?;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 2,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{ "name": "web", "image": "ghcr.io/riskplatform/riskplatform-api:0.1.0", "ports": [{ "name": "http", "containerPort": 8080 }] }] } },
-        },
+    let deployment = web_deployment(json!({
+        "name": "web", "image": "ghcr.io/riskplatform/riskplatform-api:0.1.0",
+        "ports": [{ "name": "http", "containerPort": 8080 }],
     }))?;
     Api::<Deployment>::namespaced(client.clone(), &ns).create(&PostParams::default(), &deployment).await?;
     let svc: Service = serde_json::from_value(json!({
@@ -71,17 +79,9 @@ async fn prometheus_scrapes_the_local_kube_state_metrics_with_the_series_the_ope
     let cluster = LocalCluster::start_with_prometheus()?;
     let client = cluster.client().await?;
     let ns = namespace(&client, "lc-prom").await?;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 2,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": { "metadata": { "labels": { "app": "web" } }, "spec": { "containers": [{
-                "name": "web", "image": "ghcr.io/riskplatform/riskplatform-api:0.1.0",
-                "resources": { "requests": { "cpu": "250m", "memory": "64Mi" } },
-            }] } },
-        },
+    let deployment = web_deployment(json!({
+        "name": "web", "image": "ghcr.io/riskplatform/riskplatform-api:0.1.0",
+        "resources": { "requests": { "cpu": "250m", "memory": "64Mi" } },
     }))?;
     Api::<Deployment>::namespaced(client.clone(), &ns).create(&PostParams::default(), &deployment).await?;
 
