@@ -19,6 +19,7 @@ pub const PRIORITIES: [(&str, i16); 5] = [("critical", 9), ("high", 7), ("normal
 pub const MAX_RETRIES: u32 = 3;
 
 const WORKERS: &str = "rp:workers";
+const PROCESSING_PREFIX: &str = "rp:processing:";
 /// The processing lists that may hold messages, so a scan for live messages finds them all
 /// without walking the keyspace.
 const PROCESSORS: &str = "rp:processors";
@@ -35,7 +36,7 @@ fn queue_key(priority: i16) -> String {
 }
 
 fn processing_key(worker: &str) -> String {
-    format!("rp:processing:{worker}")
+    format!("{PROCESSING_PREFIX}{worker}")
 }
 
 /// One chunk of one job to process.
@@ -72,17 +73,33 @@ impl ChunkId {
 }
 
 /// Takes the oldest message of the highest non-empty priority into the processing list
-/// (KEYS[#KEYS - 1]), recording that list in the set of processing lists (KEYS[#KEYS]).
+/// (KEYS[#KEYS - 2]), recording that list in the set of processing lists (KEYS[#KEYS - 1]) and
+/// the worker ARGV[1] as alive at ARGV[2] in the heartbeats (KEYS[#KEYS]). In one script, so no
+/// processing list ever holds a message without its worker's heartbeat: a worker killed before
+/// its first heartbeat would otherwise keep its chunk out of reach of the reaper, and the sweep
+/// would count it live.
 const TAKE: &str = r"
-local processing = KEYS[#KEYS - 1]
-for i = 1, #KEYS - 2 do
+local processing = KEYS[#KEYS - 2]
+for i = 1, #KEYS - 3 do
   local m = redis.call('LMOVE', KEYS[i], processing, 'RIGHT', 'LEFT')
   if m then
-    redis.call('SADD', KEYS[#KEYS], processing)
+    redis.call('SADD', KEYS[#KEYS - 1], processing)
+    redis.call('ZADD', KEYS[#KEYS], ARGV[2], ARGV[1])
     return m
   end
 end
 return false";
+
+/// The workers whose processing lists must be returned: silent since ARGV[1] in the heartbeats
+/// (KEYS[1]), or with a processing list (named in KEYS[2], key prefix ARGV[2]) but no heartbeat
+/// at all (Redis lost it: eviction of that one key, or a partial restore).
+const UNHEARD: &str = r"
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, p in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local worker = string.sub(p, #ARGV[2] + 1)
+  if not redis.call('ZSCORE', KEYS[1], worker) then dead[#dead + 1] = worker end
+end
+return dead";
 
 /// Of the chunk ids in ARGV, returns those with no message anywhere a live message can be: the
 /// priority queues (KEYS[1..n-2]), the delayed set (KEYS[n-1]) and every processing list named
@@ -202,15 +219,16 @@ impl Queue {
         Ok(missing.iter().filter_map(|k| ChunkId::parse(k)).collect())
     }
 
-    /// Takes the next message for `worker`, if any. A message that cannot be parsed is moved
-    /// to the dead-letter list rather than blocking the queue.
-    pub async fn take(&self, worker: &str) -> redis::RedisResult<Option<Delivery>> {
+    /// Takes the next message for `worker`, if any, and records the worker alive at `now_ms`.
+    /// A message that cannot be parsed is moved to the dead-letter list rather than blocking
+    /// the queue.
+    pub async fn take(&self, worker: &str, now_ms: i64) -> redis::RedisResult<Option<Delivery>> {
         let script = Script::new(TAKE);
         let mut invocation = script.prepare_invoke();
         for (_, p) in PRIORITIES {
             invocation.key(queue_key(p));
         }
-        invocation.key(processing_key(worker)).key(PROCESSORS);
+        invocation.key(processing_key(worker)).key(PROCESSORS).key(WORKERS).arg(worker).arg(now_ms);
         let mut conn = self.conn.clone();
         let raw: Option<String> = invocation.invoke_async(&mut conn).await?;
         let Some(raw) = raw else { return Ok(None) };
@@ -275,11 +293,18 @@ impl Queue {
         conn.zadd(WORKERS, worker, now_ms).await
     }
 
-    /// Returns the chunks of workers silent since `stale_before_ms` (and of `worker` itself,
-    /// when it starts again under the same name) to the queue. Returns how many moved.
+    /// Returns the chunks of workers silent since `stale_before_ms`, or with chunks but no
+    /// heartbeat at all, to the queue. Returns how many moved. A worker wrongly taken for dead
+    /// (its heartbeat evicted) loses nothing: its chunks are delivered twice and count once.
     pub async fn reap(&self, stale_before_ms: i64) -> redis::RedisResult<u32> {
         let mut conn = self.conn.clone();
-        let dead: Vec<String> = conn.zrangebyscore(WORKERS, "-inf", stale_before_ms).await?;
+        let dead: Vec<String> = Script::new(UNHEARD)
+            .key(WORKERS)
+            .key(PROCESSORS)
+            .arg(stale_before_ms)
+            .arg(PROCESSING_PREFIX)
+            .invoke_async(&mut conn)
+            .await?;
         let mut moved = 0;
         for worker in dead {
             moved += self.release(&worker).await?;

@@ -198,7 +198,7 @@ impl Worker {
                 None
             } else {
                 match deps.admit(Dependency::Redis) {
-                    Ok(()) => deps.redis(self.queue.take(&self.id).await).ok().flatten(),
+                    Ok(()) => deps.redis(self.queue.take(&self.id, now_ms()).await).ok().flatten(),
                     Err(_) => None,
                 }
             };
