@@ -189,7 +189,7 @@ pub struct RedisSpec {
     /// `timeout` for idle clients in seconds (documented default 300).
     #[serde(default = "default_redis_seconds")]
     pub timeout_seconds: i32,
-    /// Append-only persistence on a PersistentVolumeClaim.
+    /// Persistence (RDB snapshots and the append-only file) on a PersistentVolumeClaim.
     #[serde(default)]
     pub persistence: RedisPersistence,
     /// Container resources of the managed Redis.
@@ -214,11 +214,12 @@ impl Default for RedisSpec {
     }
 }
 
-/// Optional Redis persistence.
+/// Optional Redis persistence: RDB snapshots and, unless turned off, the append-only file, on a
+/// PersistentVolumeClaim.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisPersistence {
-    /// Whether Redis keeps an append-only file on a volume.
+    /// Whether Redis keeps its data on a volume.
     #[serde(default)]
     pub enabled: bool,
     /// Size of the volume.
@@ -227,12 +228,50 @@ pub struct RedisPersistence {
     /// StorageClass of the volume; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// RDB snapshot points (`save <seconds> <changes>`): a snapshot is written when at least
+    /// `changes` keys changed within `afterSeconds`. Default: the seeds' 900 s/1, 300 s/10 and
+    /// 60 s/10000. An empty list writes no snapshots.
+    #[serde(default = "default_snapshots")]
+    #[schemars(length(max = 16))]
+    pub snapshots: Vec<RedisSnapshot>,
+    /// Whether Redis also keeps the append-only file (`appendfsync everysec`: at most a second of
+    /// writes lost on a crash, against up to a snapshot interval with snapshots alone). Default
+    /// true.
+    #[serde(default = "default_true")]
+    pub append_only: bool,
 }
 
 impl Default for RedisPersistence {
     fn default() -> Self {
-        Self { enabled: false, size: default_volume_size(), storage_class_name: None }
+        Self {
+            enabled: false,
+            size: default_volume_size(),
+            storage_class_name: None,
+            snapshots: default_snapshots(),
+            append_only: true,
+        }
     }
+}
+
+/// One RDB snapshot point.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.afterSeconds >= 1 && self.changes >= 1").message("redis.persistence.snapshots: afterSeconds and changes must be at least 1"))]
+pub struct RedisSnapshot {
+    /// Seconds since the last snapshot.
+    pub after_seconds: i32,
+    /// Keys changed in that time.
+    pub changes: i32,
+}
+
+fn default_snapshots() -> Vec<RedisSnapshot> {
+    [(900, 1), (300, 10), (60, 10_000)]
+        .map(|(after_seconds, changes)| RedisSnapshot { after_seconds, changes })
+        .to_vec()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// PgBouncer pool modes.

@@ -1,6 +1,7 @@
 //! A real Redis server (Debian's `redis-server`) on a free loopback port with persistence off and
 //! the operator's eviction settings (or a smaller memory limit and another policy, for eviction
-//! tests). Without persistence, a restart on the same port comes back empty.
+//! tests, or a whole redis.conf as the operator writes it). Without persistence, a restart on the
+//! same port comes back empty.
 
 use anyhow::Result;
 use tempfile::TempDir;
@@ -44,6 +45,39 @@ impl Redis {
         ]
         .map(str::to_owned)
         .to_vec();
+        let service = Service::start(Recipe {
+            name: "redis",
+            program: "redis-server".to_owned(),
+            args,
+            port,
+            unprivileged: false,
+            stop_signal: "TERM",
+        })?;
+        Ok(Self { service, _dir: dir })
+    }
+
+    /// A Redis running `conf` (a redis.conf as the operator writes it) with the test's port,
+    /// bind address and data directory: the first two on the command line, which overrides the
+    /// file; the directory in the file, since Redis enters it as it reads the `dir` line (the
+    /// pod's volume path does not exist here).
+    pub fn start_with_conf(conf: &str) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("redis-").tempdir()?;
+        let port = free_port()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let conf: String = conf
+            .lines()
+            .map(|l| if l.starts_with("dir ") { format!("dir {}\n", data.display()) } else { format!("{l}\n") })
+            .collect();
+        let conf_path = dir.path().join("redis.conf");
+        std::fs::write(&conf_path, conf)?;
+        let args = vec![
+            conf_path.display().to_string(),
+            "--port".to_owned(),
+            port.to_string(),
+            "--bind".to_owned(),
+            "127.0.0.1".to_owned(),
+        ];
         let service = Service::start(Recipe {
             name: "redis",
             program: "redis-server".to_owned(),

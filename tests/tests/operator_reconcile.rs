@@ -303,6 +303,10 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
         ),
         (json!({"redis": {"mode": "External"}}), "redis.externalUrl is required when redis.mode is External"),
         (
+            json!({"redis": {"persistence": {"enabled": true, "snapshots": [{"afterSeconds": 0, "changes": 1}]}}}),
+            "redis.persistence.snapshots: afterSeconds and changes must be at least 1",
+        ),
+        (
             json!({"redis": {"mode": "External", "externalUrl": "redis://u:p@h:6379"}}),
             "redis.externalUrl must not contain credentials",
         ),

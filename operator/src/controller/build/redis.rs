@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use riskplatform_crd::RedisSnapshot;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
 use super::workloads::{secret_env, service};
@@ -21,25 +22,37 @@ pub const PORT: i32 = 6379;
 const REDIS_UID: i64 = 999;
 
 /// The redis.conf for a platform. A password, if any, is passed on the command line from the
-/// Secret, never written here.
+/// Secret, never written here. Without persistence nothing is written to disk: `/data` is an
+/// emptyDir and a restart starts empty, which the job queue's sweep recovers from.
 pub fn conf(ctx: &BuildContext) -> String {
     let r = &ctx.rp.spec.redis;
-    format!(
+    let p = &r.persistence;
+    let mut conf = format!(
         "bind 0.0.0.0\n\
          port {PORT}\n\
          dir /data\n\
          maxmemory {maxmemory}\n\
          maxmemory-policy {policy}\n\
          tcp-keepalive {keepalive}\n\
-         timeout {timeout}\n\
-         appendonly {aof}\n\
-         save \"\"\n",
+         timeout {timeout}\n",
         maxmemory = r.maxmemory,
         policy = r.eviction_policy.as_redis(),
         keepalive = r.tcp_keepalive_seconds,
         timeout = r.timeout_seconds,
-        aof = if r.persistence.enabled { "yes" } else { "no" },
-    )
+    );
+    let snapshots: &[RedisSnapshot] = if p.enabled { &p.snapshots } else { &[] };
+    if snapshots.is_empty() {
+        conf.push_str("save \"\"\n");
+    }
+    for s in snapshots {
+        conf.push_str(&format!("save {} {}\n", s.after_seconds, s.changes));
+    }
+    if p.enabled && p.append_only {
+        conf.push_str("appendonly yes\nappendfsync everysec\n");
+    } else {
+        conf.push_str("appendonly no\n");
+    }
+    conf
 }
 
 pub fn build(ctx: &BuildContext) -> RedisChildren {

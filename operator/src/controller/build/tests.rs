@@ -196,8 +196,15 @@ fn managed_redis_gets_the_documented_configuration() {
     let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
     let redis = children.redis.expect("managed redis");
     let conf = &redis.config.data.as_ref().expect("data")["redis.conf"];
-    for line in ["maxmemory 1gb", "maxmemory-policy volatile-lru", "tcp-keepalive 300", "timeout 300", "appendonly no"]
-    {
+    let documented = [
+        "maxmemory 1gb",
+        "maxmemory-policy volatile-lru",
+        "tcp-keepalive 300",
+        "timeout 300",
+        "appendonly no",
+        "save \"\"",
+    ];
+    for line in documented {
         assert!(conf.lines().any(|l| l == line), "missing {line:?} in\n{conf}");
     }
     assert!(redis.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.as_ref()).is_none());
@@ -208,16 +215,38 @@ fn redis_persistence_adds_a_volume_claim_and_append_only_file() {
     let children = build(&fixture("persistent-redis.yaml"), &validated("pw")).expect("build");
     let redis = children.redis.expect("managed redis");
     let conf = &redis.config.data.as_ref().expect("data")["redis.conf"];
-    assert!(
-        conf.contains("appendonly yes")
-            && conf.contains("maxmemory 4gb")
-            && conf.contains("maxmemory-policy allkeys-lru")
-    );
+    let lines: Vec<&str> = conf.lines().collect();
+    for line in ["appendonly yes", "appendfsync everysec", "maxmemory 4gb", "maxmemory-policy allkeys-lru"] {
+        assert!(lines.contains(&line), "missing {line:?} in\n{conf}");
+    }
+    let saves: Vec<&&str> = lines.iter().filter(|l| l.starts_with("save")).collect();
+    assert_eq!(saves, [&"save 900 1", &"save 300 10", &"save 60 10000"], "the seeds' snapshot points by default");
     let claims = redis.statefulset.spec.as_ref().and_then(|s| s.volume_claim_templates.clone()).expect("claims");
     let spec = claims[0].spec.as_ref().expect("claim spec");
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast"));
     let size = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).map(|r| r["storage"].0.clone());
     assert_eq!(size.as_deref(), Some("10Gi"));
+}
+
+#[test]
+fn redis_snapshot_points_and_the_append_only_file_can_be_chosen() {
+    let mut rp = fixture("persistent-redis.yaml");
+    let conf = |rp: &RiskPlatform| {
+        let children = build(rp, &validated("pw")).expect("build");
+        children.redis.expect("managed redis").config.data.expect("data")["redis.conf"].clone()
+    };
+    let persistence = &mut rp.spec.redis.persistence;
+    persistence.snapshots = vec![riskplatform_crd::RedisSnapshot { after_seconds: 120, changes: 5 }];
+    persistence.append_only = false;
+    let custom = conf(&rp);
+    let saves: Vec<&str> = custom.lines().filter(|l| l.starts_with("save") || l.starts_with("append")).collect();
+    assert_eq!(saves, ["save 120 5", "appendonly no"], "{custom}");
+
+    rp.spec.redis.persistence.snapshots.clear();
+    rp.spec.redis.persistence.append_only = true;
+    let aof_only = conf(&rp);
+    let saves: Vec<&str> = aof_only.lines().filter(|l| l.starts_with("save") || l.starts_with("append")).collect();
+    assert_eq!(saves, ["save \"\"", "appendonly yes", "appendfsync everysec"], "{aof_only}");
 }
 
 #[test]
