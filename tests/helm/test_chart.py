@@ -143,3 +143,49 @@ def test_the_readme_values_table_lists_every_value_of_the_schema():
 
     for path, description in leaves(schema, ""):
         assert f"| `{path}` |" in readme and description in readme, f"README values table lacks {path}"
+
+
+# A minimal PrometheusRule CRD (the Prometheus Operator's group, kind and scope; any body), so the
+# chart's rule can be installed into an API server that has no Prometheus Operator.
+PROMETHEUS_RULE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+    "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+             "names": {"plural": "prometheusrules", "singular": "prometheusrule", "kind": "PrometheusRule"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def test_the_dashboard_configmap_and_the_alerts_install_when_enabled(cluster):
+    subprocess.run(["kubectl", "--kubeconfig", cluster, "apply", "--validate=false", "-f", "-"], check=True, capture_output=True,
+                   input=json.dumps(PROMETHEUS_RULE_CRD), text=True)
+    subprocess.run(["kubectl", "--kubeconfig", cluster, "wait", "--for=condition=Established", "--timeout=30s",
+                    "crd/prometheusrules.monitoring.coreos.com"], check=True, capture_output=True)
+    ns = "observability"
+    config = helm.Configuration(namespace=ns, kubeconfig=cluster)
+    values = {"grafanaDashboard": {"enabled": True, "folder": "RiskPlatform"}, "prometheusRule": {"enabled": True}}
+    assert run(helm.Install(config).run("obs", str(CHART), values=values, create_namespace=True, wait=False))
+
+    cm = kubectl(cluster, "-n", ns, "get", "configmap", "obs-riskplatform-operator-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"]["grafana_folder"] == "RiskPlatform"
+    shipped = json.loads(cm["data"]["riskplatform.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "riskplatform.json").read_text())
+    titles = {p["title"] for p in shipped["panels"]}
+    for wanted in ("Request rate by route", "Latency p50 / p95 / p99 by route", "Error rate (5xx share)",
+                   "Cache hit ratio by layer", "Queue depth by priority", "Circuit breaker state by dependency",
+                   "Replicas", "Scaling decisions"):
+        assert wanted in titles, f"dashboard lacks {wanted!r}: {sorted(titles)}"
+
+    rule = kubectl(cluster, "-n", ns, "get", "prometheusrule", "obs-riskplatform-operator")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    memory = alerts["RiskPlatformHighMemory"]
+    assert memory["for"] == "5m"
+    assert "container_memory_working_set_bytes" in memory["expr"] and memory["expr"].endswith("> 0.8")
+    # promtool (Prometheus's own parser) checks every rule of the rendered object.
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump({"groups": rule["spec"]["groups"]}, f)
+        f.flush()
+        checked = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
