@@ -3,13 +3,17 @@
 //! ceiling), a cached prediction, an uncached prediction (written to PostgreSQL) and a history
 //! query, side by side in one run (wrk); the uncached prediction at a fixed 2,000 req/s (this
 //! crate's open-loop generator, which wrk lacks); and a 100,000-row bulk job with 3 workers.
+//! HTTP caching and compression: history compressed (gzip) and revalidated (304), and with
+//! `--baseline BINARY` the cached prediction against another build of `riskplatform-api` on the
+//! same stack, alternated so that drift of the shared machine hits both alike.
 //!
-//! `cargo build --release --workspace --bins && target/release/api-bench [SECONDS]`
+//! `cargo build --release --workspace --bins && target/release/api-bench [SECONDS] [--baseline BINARY]`
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use clap::Parser;
 use reqwest::Method;
 use riskplatform_tests::api::ApiStack;
 use riskplatform_tests::http::{bulk_csv, statement, ApiClient};
@@ -19,6 +23,20 @@ use riskplatform_tests::prometheus::{free_port, http_ok};
 use serde_json::json;
 
 const CONNECTIONS: usize = 64;
+
+#[derive(Parser)]
+struct Args {
+    /// Seconds per closed-loop phase and for the open-loop phase.
+    #[arg(default_value_t = 10)]
+    seconds: u64,
+    /// Another `riskplatform-api` binary (for example a release build of an earlier commit) whose
+    /// cached-prediction throughput is measured beside this build's.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
+    /// Rounds of the alternating comparison with `--baseline`.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+}
 
 async fn wait_ready(url: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -43,13 +61,80 @@ fn row(name: &str, r: &Report) {
     );
 }
 
+/// Runs `riskplatform-api serve` from `command` on a free port with rate limits out of the way;
+/// returns the process and its base URL once it is ready.
+async fn serve(mut command: std::process::Command) -> Result<(ChildProcess, String)> {
+    let port = free_port()?;
+    let process = ChildProcess::spawn(
+        command
+            .arg("serve")
+            .env("RISK_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("RISK_RATE_LIMIT_PER_SECOND", "1000000")
+            .env("RISK_RATE_LIMIT_BURST", "1000000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null()),
+    )?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&format!("{url}/health/ready")).await?;
+    Ok((process, url))
+}
+
+/// The cached prediction on this build and on `baseline`, alternated `rounds` times.
+#[allow(clippy::too_many_arguments)]
+async fn compare(
+    stack: &ApiStack,
+    baseline: &std::path::Path,
+    predictions: &str,
+    api: &str,
+    key: &str,
+    body: &str,
+    seconds: u64,
+    rounds: u32,
+) -> Result<()> {
+    // The same environment as this build's server, another program.
+    let ours_command = stack.command(true);
+    let mut command = std::process::Command::new(baseline);
+    command.envs(ours_command.get_envs().filter_map(|(k, v)| Some((k, v?)))).stdin(Stdio::null());
+    let (_base, base_url) = serve(command).await?;
+    let base_predictions = predictions.replacen(api, &base_url, 1);
+    println!("\nCached prediction, this build against {} (alternated, {rounds} rounds):\n", baseline.display());
+    println!("| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let (mut ours, mut theirs) = (0.0, 0.0);
+    for round in 1..=rounds {
+        let a = wrk(predictions, "POST", Some(key), Some(body), seconds)?;
+        wrk_row(&format!("this build, round {round}"), &a);
+        let b = wrk(&base_predictions, "POST", Some(key), Some(body), seconds)?;
+        wrk_row(&format!("baseline, round {round}"), &b);
+        ours += a.rate;
+        theirs += b.rate;
+    }
+    println!("\nthis build / baseline = {:.1} %", 100.0 * ours / theirs);
+    Ok(())
+}
+
 /// One closed-loop run of wrk (C, two threads): an efficient client, so that on this 2-core
 /// machine the server, not the load generator, is what runs out. `body` may contain `%d`, which
 /// becomes a number unique per request (uncached predictions).
 fn wrk(url: &str, method: &str, key: Option<&str>, body: Option<&str>, seconds: u64) -> Result<WrkResult> {
+    wrk_with(url, method, key, body, &[], seconds)
+}
+
+/// [`wrk`] with extra request headers.
+fn wrk_with(
+    url: &str,
+    method: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    seconds: u64,
+) -> Result<WrkResult> {
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("bench.lua");
-    let auth = key.map_or(String::new(), |k| format!("wrk.headers[\"Authorization\"] = \"Bearer {k}\"\n"));
+    let mut auth = key.map_or(String::new(), |k| format!("wrk.headers[\"Authorization\"] = \"Bearer {k}\"\n"));
+    for (name, value) in headers {
+        auth.push_str(&format!("wrk.headers[\"{name}\"] = [=[{value}]=]\n"));
+    }
     let body = body.map_or("nil".to_owned(), |b| format!("[=[{b}]=]"));
     std::fs::write(
         &script,
@@ -103,24 +188,13 @@ fn wrk_row(name: &str, r: &WrkResult) {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let args = Args::parse();
+    let seconds = args.seconds;
     let duration = Duration::from_secs(seconds);
     let stack = ApiStack::start()?;
     let key = stack.create_tenant("bench")?;
 
-    let api_port = free_port()?;
-    let _api = ChildProcess::spawn(
-        stack
-            .command(true)
-            .arg("serve")
-            .env("RISK_LISTEN_ADDR", format!("127.0.0.1:{api_port}"))
-            .env("RISK_RATE_LIMIT_PER_SECOND", "1000000")
-            .env("RISK_RATE_LIMIT_BURST", "1000000")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null()),
-    )?;
-    let api = format!("http://127.0.0.1:{api_port}");
-    wait_ready(&format!("{api}/health/ready")).await?;
+    let (_api, api) = serve(stack.command(true)).await?;
     let bare_port = free_port()?;
     let _bare =
         ChildProcess::spawn(std::process::Command::new(binary("bare-axum")?).arg(format!("127.0.0.1:{bare_port}")))?;
@@ -157,6 +231,22 @@ async fn main() -> Result<()> {
     let history = wrk(&format!("{predictions}?limit=50"), "GET", Some(&key), None, seconds)?;
     wrk_row("history (50 newest)", &history);
     println!("\ncached / bare = {:.0} %", 100.0 * cached.rate / ceiling.rate);
+
+    let history_url = format!("{predictions}?limit=50");
+    let first = reqwest::Client::new().get(&history_url).bearer_auth(&key).send().await?;
+    let etag = first.headers().get("etag").and_then(|v| v.to_str().ok()).context("history has an ETag")?.to_owned();
+    let plain_size = first.bytes().await?.len();
+    println!("\nHTTP caching and compression on the history answer ({plain_size} bytes uncompressed):\n");
+    println!("| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let gzip = wrk_with(&history_url, "GET", Some(&key), None, &[("Accept-Encoding", "gzip")], seconds)?;
+    wrk_row("history (50 newest), gzip", &gzip);
+    let not_modified = wrk_with(&history_url, "GET", Some(&key), None, &[("If-None-Match", &etag)], seconds)?;
+    wrk_row("history (50 newest), If-None-Match: 304", &not_modified);
+
+    if let Some(baseline) = &args.baseline {
+        compare(&stack, baseline, &predictions, &api, &key, &cached_body, seconds, args.rounds).await?;
+    }
 
     println!("\nOpen loop at 2,000 req/s for {seconds} s, uncached predictions:\n");
     println!("| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |");
