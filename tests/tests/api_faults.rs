@@ -9,18 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use reqwest::{Method, StatusCode};
 use riskplatform_tests::api::ApiStack;
-use riskplatform_tests::http::{bulk_csv, statement, ApiClient};
+use riskplatform_tests::http::{bulk_csv, metric, metrics, statement, ApiClient};
 use riskplatform_tests::load::{closed_loop, Report, Spec};
 use serde_json::json;
-
-/// A sample's value in the text exposition format, e.g. `metric(text, "x{a=\"b\"}")`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-async fn metrics(url: &str) -> Result<String> {
-    Ok(reqwest::get(format!("{url}/metrics")).await?.text().await?)
-}
 
 async fn database_breaker(url: &str) -> Result<f64> {
     Ok(metric(&metrics(url).await?, "riskplatform_circuit_breaker_state{dependency=\"database\"}").unwrap_or(-1.0))
