@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// Entries of the in-process (L1) cache.
     #[arg(long, env = "RISK_L1_CACHE_ENTRIES", default_value_t = 100_000)]
     pub l1_cache_entries: u64,
+    /// Redis pub/sub channel on which pods announce cache changes so that the others drop their
+    /// L1 copies; every pod of a platform must use the same one.
+    #[arg(long, env = "RISK_CACHE_INVALIDATION_CHANNEL", default_value = crate::invalidation::DEFAULT_CHANNEL)]
+    pub cache_invalidation_channel: String,
     /// Largest bulk upload.
     #[arg(long, env = "RISK_BULK_MAX_ROWS", default_value_t = 100_000)]
     pub bulk_max_rows: usize,

@@ -10,6 +10,7 @@ pub mod csvio;
 pub mod db;
 pub mod deps;
 pub mod error;
+pub mod invalidation;
 pub mod metrics;
 pub mod model;
 pub mod published;

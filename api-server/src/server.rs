@@ -1,5 +1,6 @@
 //! The `serve` command: assembles the state from the configuration, serves the router, follows
-//! the operator's published breaker state, and drains in-flight requests on shutdown.
+//! the operator's published breaker state and other pods' cache changes, and drains in-flight
+//! requests on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
+use tracing::Instrument as _;
 
 use crate::config::ServeArgs;
 use crate::db::Db;
 use crate::deps::Deps;
+use crate::invalidation::PubSubConfig;
 use crate::model::MODEL_VERSION;
 use crate::state::{redis_connection, AppState, Settings};
 
@@ -20,6 +23,11 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
     let db = Db::new(&args.database, deps);
     let redis = redis_connection(&args.redis)?;
+    let pubsub = PubSubConfig {
+        client: redis::Client::open(args.redis.url.as_str())?,
+        channel: args.cache_invalidation_channel.clone(),
+        timeout: Duration::from_millis(args.redis.timeout_ms),
+    };
     let settings = Settings {
         model_version: MODEL_VERSION.to_owned(),
         bulk_max_rows: args.bulk_max_rows,
@@ -29,12 +37,15 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
         slow_request: std::time::Duration::from_millis(args.slow_request_ms),
         compress_above_bytes: args.compress_above_bytes,
     };
-    Ok(AppState::new(db, redis, settings, registry))
+    Ok(AppState::new(db, redis, pubsub, settings, registry))
 }
 
-/// The tasks a serving process runs beside the router: the queue-length gauges.
+/// The tasks a serving process runs beside the router: the queue-length gauges and the cache
+/// invalidation subscriber.
 pub fn spawn_background(state: &AppState) {
     tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
+    let span = tracing::info_span!("cache_invalidation", channel = state.subscriber.channel());
+    tokio::spawn(state.subscriber.clone().run().instrument(span));
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

@@ -9,11 +9,12 @@ use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::auth::{Caller, KEY_CACHE_TTL};
-use crate::cache::{CacheMetrics, TwoLevel, COMPANY_TTL, PREDICTION_TTL};
+use crate::cache::{CacheMetrics, Shared, TwoLevel, COMPANY_TTL, PREDICTION_TTL};
 use crate::config::RedisArgs;
 use crate::db::companies::Company;
 use crate::db::predictions::PredictionRecord;
 use crate::db::Db;
+use crate::invalidation::{InvalidationMetrics, PubSubConfig, Publisher, Subscriber};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::ratelimit::RateLimiter;
@@ -43,13 +44,17 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub predictions: Arc<TwoLevel<PredictionRecord>>,
     pub companies: Arc<TwoLevel<Company>>,
+    /// Drops this pod's L1 entries on other pods' changes; spawned with the server.
+    pub subscriber: Subscriber,
     pub writer: PredictionWriter,
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
 }
 
-/// Company metadata changes (rename, deactivate); other pods' L1 copies may lag this long.
+/// Company metadata changes (rename, deactivate). Other pods drop their L1 copy when told; while
+/// this pod's invalidation subscription is down (until it notices and resubscribes) its copy
+/// may lag a change this long.
 const COMPANY_L1_TTL: Duration = Duration::from_secs(30);
 
 /// A Redis connection that connects on first use and reconnects by itself, so the process
@@ -67,35 +72,49 @@ pub fn redis_connection(args: &RedisArgs) -> anyhow::Result<ConnectionManager> {
 
 impl AppState {
     /// Assembles the state (on a Tokio runtime: it starts the prediction writer); `registry`
-    /// already holds the dependency metrics of `db.deps`.
-    pub fn new(db: Db, redis: ConnectionManager, settings: Settings, mut registry: Registry) -> Self {
+    /// already holds the dependency metrics of `db.deps`. `pubsub` is where the invalidation
+    /// subscriber will listen (a connection of its own).
+    pub fn new(
+        db: Db,
+        redis: ConnectionManager,
+        pubsub: PubSubConfig,
+        settings: Settings,
+        mut registry: Registry,
+    ) -> Self {
         let metrics = Metrics::register(&mut registry);
-        let cache_metrics = CacheMetrics::register(&mut registry);
-        let predictions = TwoLevel::new(
+        let invalidation_metrics = InvalidationMetrics::register(&mut registry);
+        let publisher = Publisher::new(redis.clone(), &pubsub.channel, db.deps.clone(), invalidation_metrics.clone());
+        let shared = Shared {
+            redis: redis.clone(),
+            deps: db.deps.clone(),
+            metrics: CacheMetrics::register(&mut registry),
+            publisher: publisher.clone(),
+        };
+        let predictions = Arc::new(TwoLevel::new(
             "prediction",
             PREDICTION_TTL,
             PREDICTION_TTL,
             settings.l1_cache_entries,
-            redis.clone(),
-            db.deps.clone(),
-            cache_metrics.clone(),
-        );
-        let companies = TwoLevel::new(
-            "company",
-            COMPANY_TTL,
-            COMPANY_L1_TTL,
-            settings.l1_cache_entries / 10,
-            redis.clone(),
-            db.deps.clone(),
-            cache_metrics,
+            shared.clone(),
+        ));
+        let companies =
+            Arc::new(TwoLevel::new("company", COMPANY_TTL, COMPANY_L1_TTL, settings.l1_cache_entries / 10, shared));
+        let keys = Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build();
+        let subscriber = Subscriber::new(
+            pubsub,
+            &publisher,
+            vec![predictions.clone(), companies.clone()],
+            keys.clone(),
+            invalidation_metrics,
         );
         Self {
             queue: Queue::new(redis.clone()),
-            keys: Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build(),
+            keys,
+            subscriber,
             limiter: Arc::new(RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst)),
             writer: PredictionWriter::spawn(db.clone()),
-            predictions: Arc::new(predictions),
-            companies: Arc::new(companies),
+            predictions,
+            companies,
             metrics,
             registry: Arc::new(registry),
             settings: Arc::new(settings),

@@ -123,3 +123,13 @@ pub fn bulk_csv(rows: usize, bad: Option<usize>) -> String {
     }
     out
 }
+
+/// A sample's value in the text exposition format, e.g. `metric(text, "x{a=\"b\"}")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A server's `/metrics` text.
+pub async fn metrics(url: &str) -> Result<String> {
+    Ok(reqwest::get(format!("{url}/metrics")).await?.text().await?)
+}

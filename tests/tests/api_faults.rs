@@ -9,18 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use reqwest::{Method, StatusCode};
 use riskplatform_tests::api::ApiStack;
-use riskplatform_tests::http::{bulk_csv, statement, ApiClient};
+use riskplatform_tests::http::{bulk_csv, metric, metrics, statement, ApiClient};
 use riskplatform_tests::load::{closed_loop, Report, Spec};
 use serde_json::json;
-
-/// A sample's value in the text exposition format, e.g. `metric(text, "x{a=\"b\"}")`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
-async fn metrics(url: &str) -> Result<String> {
-    Ok(reqwest::get(format!("{url}/metrics")).await?.text().await?)
-}
 
 async fn database_breaker(url: &str) -> Result<f64> {
     Ok(metric(&metrics(url).await?, "riskplatform_circuit_breaker_state{dependency=\"database\"}").unwrap_or(-1.0))
@@ -99,7 +90,9 @@ async fn the_breaker_opens_serves_the_cache_refuses_writes_and_recovers() -> Res
         refused.retry_after.as_deref().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| (1..=2).contains(&s)),
         "{refused:?}"
     );
-    assert_eq!(c.get(&format!("/api/v1/companies/{company}")).await?.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(c.get("/api/v1/companies").await?.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A company the cache holds (the predictions read it) is still answered from there.
+    assert_eq!(c.get(&format!("/api/v1/companies/{company}")).await?.status, StatusCode::OK);
     assert_eq!(
         c.upload(bulk_csv(10, None), "").await?.status,
         StatusCode::SERVICE_UNAVAILABLE,

@@ -117,20 +117,29 @@ fn taken(symbol: &str) -> ApiError {
     ApiError::Conflict(format!("an active company with symbol {symbol} exists"))
 }
 
+/// The company cache's key of a company.
+fn cache_key(tenant: Uuid, id: Uuid) -> String {
+    format!("{tenant}:{id}")
+}
+
+/// Loads a company of the caller's tenant, active or not, through the company cache, or answers
+/// 404.
+async fn cached_company(state: &AppState, caller: &Caller, id: Uuid) -> Result<Company, ApiError> {
+    let load = || async {
+        let mut tx = state.db.begin().await?;
+        let found = companies::get(&mut tx, caller.tenant, id).await;
+        state.db.finish(tx, found).await
+    };
+    state
+        .companies
+        .get_or_load(&cache_key(caller.tenant, id), load)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("company {id}")))
+}
+
 /// Loads an active company of the caller's tenant (through the company cache) or answers 404.
 pub async fn active_company(state: &AppState, caller: &Caller, id: Uuid) -> Result<Company, ApiError> {
-    let key = format!("{}:{id}", caller.tenant);
-    let company = match state.companies.get(&key).await {
-        Some(c) => c,
-        None => {
-            let mut tx = state.db.begin().await?;
-            let found = companies::get(&mut tx, caller.tenant, id).await;
-            let company =
-                state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("company {id}")))?;
-            state.companies.put(&key, &company).await;
-            company
-        }
-    };
+    let company = cached_company(state, caller, id).await?;
     if company.active {
         Ok(company)
     } else {
@@ -210,10 +219,7 @@ pub async fn read(
     caller: Caller,
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<Company>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let found = companies::get(&mut tx, caller.tenant, id).await;
-    let company = state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("company {id}")))?;
-    Ok(Json(company))
+    Ok(Json(cached_company(&state, &caller, id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/companies/{company_id}", tag = "companies", request_body = UpdateCompany,
@@ -246,7 +252,7 @@ pub async fn update(
     };
     let company =
         state.db.finish(tx, updated).await?.ok_or_else(|| ApiError::NotFound(format!("active company {id}")))?;
-    state.companies.remove(&format!("{}:{id}", caller.tenant)).await;
+    state.companies.changed(&cache_key(caller.tenant, id), &company).await;
     Ok(Json(company))
 }
 
@@ -265,7 +271,7 @@ pub async fn deactivate(
     let mut tx = state.db.begin().await?;
     let done = companies::deactivate(&mut tx, caller.tenant, id).await;
     let company = state.db.finish(tx, done).await?.ok_or_else(|| ApiError::NotFound(format!("active company {id}")))?;
-    state.companies.remove(&format!("{}:{id}", caller.tenant)).await;
+    state.companies.changed(&cache_key(caller.tenant, id), &company).await;
     Ok(Json(company))
 }
 

@@ -132,12 +132,15 @@ pub async fn predict(
         }
         _ => return Err(ApiError::invalid("statement", "give exactly one of statement_id and statement")),
     };
+    // Checked before the prediction cache: a deactivated company's cached predictions stay in
+    // L1 and L2 until their TTL but are never served. The company cache answers from L1 on the
+    // hot path and every pod's copy follows a deactivation (invalidation.rs).
+    active_company(&state, &caller, company_id).await?;
     let version = state.settings.model_version.clone();
     let key = cache_key(&version, caller.tenant, company_id, &input);
     if let Some(hit) = state.predictions.get(&key).await {
         return Ok((StatusCode::OK, Json(hit)));
     }
-    active_company(&state, &caller, company_id).await?;
     let (statement_id, statement) = match input {
         PredictionInput::Inline(s) => (None, s),
         PredictionInput::Stored(id) => {
