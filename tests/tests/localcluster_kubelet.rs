@@ -3,13 +3,16 @@
 //! Secret modes confine it as in a cluster, deletion waits out the grace period, and an
 //! unknown image is reported. Each test asserts what the pod sees or the kubelet reports.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
+use futures::TryStreamExt as _;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt as _};
 use riskplatform_tests::cluster::eventually;
 use riskplatform_tests::echo::{
     echo_container, get, on_local_cluster, pod, ready_address, status, wait_pod, POD_TIMEOUT,
@@ -57,6 +60,7 @@ async fn a_container_failing_its_liveness_probe_is_restarted_then_backed_off_and
         // lc-echo exits 0 on SIGTERM: a clean exit shows the kubelet asked before it killed
         ensure!(killed.exit_code == 0 && killed.reason.as_deref() == Some("Completed"), "{killed:?}");
         ensure!(second.container_id != first.container_id, "a new container runs: {second:?}");
+        ensure!(killed.container_id == first.container_id, "lastState names the killed container: {killed:?}");
         let (code, body) = get(&address, "/healthz").await?;
         ensure!(code == 200, "the new container is healthy again: {code} {body}");
 
@@ -196,17 +200,41 @@ async fn a_secret_with_default_mode_0400_is_readable_through_fs_group_and_not_wi
     .await
 }
 
-/// How long until the Pod is gone from the API server.
-async fn time_to_disappear(pods: &Api<Pod>, name: &str, deleted: Instant, limit: Duration) -> Result<Duration> {
-    loop {
-        if pods.get_opt(name).await?.is_none() {
-            return Ok(deleted.elapsed());
+/// Watches the namespace's pods until `names` are all deleted: for each, how long after
+/// `deleted` it went and the last state it had (the deleted object carries the kubelet's final
+/// status). `ready` is signalled once the watch has listed, so no deletion can be missed.
+async fn deletions(
+    pods: Api<Pod>,
+    names: &[&str],
+    ready: tokio::sync::oneshot::Sender<Instant>,
+    limit: Duration,
+) -> Result<BTreeMap<String, (Duration, Pod)>> {
+    let mut stream = std::pin::pin!(watcher(pods, watcher::Config::default()));
+    let mut ready = Some(ready);
+    let mut deleted = None;
+    let mut gone = BTreeMap::new();
+    while gone.len() < names.len() {
+        let event = tokio::time::timeout(limit, stream.try_next()).await.context("no deletion in time")??;
+        match event.context("the watch ended")? {
+            watcher::Event::InitDone => {
+                let at = Instant::now();
+                deleted = Some(at);
+                ready.take().map(|r| r.send(at));
+            }
+            watcher::Event::Delete(p) if names.contains(&p.name_any().as_str()) => {
+                let after = deleted.map(|d| d.elapsed()).unwrap_or_default();
+                gone.insert(p.name_any(), (after, p));
+            }
+            _ => {}
         }
-        if deleted.elapsed() > limit {
-            bail!("pod {name} still exists {limit:?} after its delete");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(gone)
+}
+
+fn final_state(p: &Pod) -> Result<(String, ContainerStateTerminated)> {
+    let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let t = status(p)?.state.as_ref().and_then(|s| s.terminated.clone()).context("not terminated")?;
+    Ok((phase, t))
 }
 
 #[tokio::test]
@@ -223,17 +251,23 @@ async fn a_container_ignoring_sigterm_is_killed_after_its_grace_period_and_its_p
         ready_address(&pods, "stubborn").await?;
         ready_address(&pods, "polite").await?;
 
-        let deleted = Instant::now();
+        let (listed, watching) = tokio::sync::oneshot::channel();
+        let watch = tokio::spawn(deletions(pods.clone(), &["stubborn", "polite"], listed, GRACE * 5));
+        watching.await.context("the watch did not list")?;
         pods.delete("stubborn", &DeleteParams::default()).await?;
         pods.delete("polite", &DeleteParams::default()).await?;
-        let limit = GRACE + Duration::from_secs(15);
-        let (stubborn, polite) = tokio::try_join!(
-            time_to_disappear(&pods, "stubborn", deleted, limit),
-            time_to_disappear(&pods, "polite", deleted, limit)
-        )?;
+        let gone = watch.await??;
+        let (stubborn, stubborn_pod) = gone.get("stubborn").context("stubborn not deleted")?;
+        let (polite, polite_pod) = gone.get("polite").context("polite not deleted")?;
         eprintln!("gone after: stubborn {stubborn:?}, polite {polite:?}");
-        ensure!(polite < GRACE, "a container that exits on SIGTERM ends its pod before the grace period: {polite:?}");
-        ensure!(stubborn >= GRACE, "one that ignores SIGTERM keeps its pod for the grace period: {stubborn:?}");
+        ensure!(*polite < GRACE, "a container that exits on SIGTERM ends its pod before the grace period: {polite:?}");
+        ensure!(*stubborn >= GRACE, "one that ignores SIGTERM keeps its pod for the grace period: {stubborn:?}");
+
+        // the final status as getPhase gives it for a terminal pod, whatever the restartPolicy
+        let (phase, t) = final_state(stubborn_pod)?;
+        ensure!(phase == "Failed" && t.exit_code == 137 && t.reason.as_deref() == Some("Error"), "{phase} {t:?}");
+        let (phase, t) = final_state(polite_pod)?;
+        ensure!(phase == "Succeeded" && t.exit_code == 0 && t.reason.as_deref() == Some("Completed"), "{phase} {t:?}");
         Ok(())
     })
     .await

@@ -217,6 +217,7 @@ pub async fn run(node: Arc<Node>, pod: watch::Receiver<Pod>, stop: watch::Receiv
         start_time: Time(k8s_openapi::jiff::Timestamp::now()),
         sandbox_ready: false,
         shutdown: false,
+        terminal: false,
     };
     let shared = Arc::new(Shared {
         dir: pod_dir(&node.state_dir, &initial),
@@ -269,10 +270,9 @@ pub async fn run(node: Arc<Node>, pod: watch::Receiver<Pod>, stop: watch::Receiv
     }
     writer.abort();
     let why = *shared.stop.borrow();
-    if why == Stop::Shutdown {
-        if let Ok(mut r) = shared.record.lock() {
-            r.shutdown = true;
-        }
+    if let Ok(mut r) = shared.record.lock() {
+        r.terminal = true;
+        r.shutdown = why == Stop::Shutdown;
     }
     if why != Stop::Gone {
         shared.write_status().await;
