@@ -190,6 +190,10 @@ async fn a_secret_with_default_mode_0400_is_readable_through_fs_group_and_not_wi
         // supplementary group, so it reads through the group bits
         let (_, id) = get(&grouped, "/id").await?;
         ensure!(id.lines().any(|l| l.starts_with("Groups:") && l.split_whitespace().any(|g| g == "2000")), "{id}");
+        let (_, stat) = get(&grouped, "/stat?path=/etc/creds/token").await?;
+        ensure!(stat == "mode=0440 uid=0 gid=2000", "fsGroup: root:2000 and g+r: {stat}");
+        let (_, stat) = get(&ungrouped, "/stat?path=/etc/creds/token").await?;
+        ensure!(stat == "mode=0400 uid=0 gid=0", "no fsGroup: root:root and defaultMode as given: {stat}");
         let (code, body) = get(&grouped, "/read?path=/etc/creds/token").await?;
         ensure!(code == 200 && body == "s3cret", "fsGroup makes the 0400 file readable: {code} {body}");
         // without fsGroup the file stays root:root 0400, and uid 1000 is not its owner
