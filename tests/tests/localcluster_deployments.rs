@@ -51,7 +51,8 @@ async fn pod_names(pods: &Api<Pod>, selector: &str) -> Result<BTreeSet<String>> 
 }
 
 #[tokio::test]
-async fn a_deployment_comes_up_ready_scales_to_three_and_its_service_spreads_requests_over_them() -> Result<()> {
+async fn a_deployment_scales_from_one_to_three_and_back_and_its_service_spreads_requests_over_its_ready_pods(
+) -> Result<()> {
     on_local_cluster("lck-scale", |cluster, client, ns| async move {
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         deployments.create(&PostParams::default(), &echo_deployment("web", 1, json!({}), "1")?).await?;
@@ -86,6 +87,22 @@ async fn a_deployment_comes_up_ready_scales_to_three_and_its_service_spreads_req
         })
         .await?;
         eprintln!("requests per pod: {answered:?}");
+
+        deployments
+            .patch_scale("web", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 1 } })))
+            .await?;
+        wait_rolled_out(&deployments, "web", 1).await?;
+        // the two removed pods leave the endpoints as they terminate: then one pod answers all
+        eventually(Duration::from_secs(30), || async {
+            let survivor = pod_names(&pods, "app=web").await?;
+            ensure!(survivor.len() == 1 && survivor.is_subset(&names), "one of the three is left: {survivor:?}");
+            for _ in 0..6 {
+                let (code, body) = get(&address, "/").await?;
+                ensure!(code == 200 && survivor.contains(body.trim()), "HTTP {code} from {body:?}, not {survivor:?}");
+            }
+            Ok(())
+        })
+        .await?;
         Ok(())
     })
     .await
