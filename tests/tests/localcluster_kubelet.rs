@@ -204,30 +204,28 @@ async fn a_secret_with_default_mode_0400_is_readable_through_fs_group_and_not_wi
     .await
 }
 
-/// Watches the namespace's pods until `names` are all deleted: for each, how long after
-/// `deleted` it went and the last state it had (the deleted object carries the kubelet's final
-/// status). `ready` is signalled once the watch has listed, so no deletion can be missed.
+/// Watches the namespace's pods until `names` are all deleted: for each, when it went and the
+/// last state it had (the deleted object carries the kubelet's final status). `listed` is
+/// signalled once the watch has listed, so that no deletion can be missed.
 async fn deletions(
     pods: Api<Pod>,
     names: &[&str],
-    ready: tokio::sync::oneshot::Sender<Instant>,
+    listed: tokio::sync::oneshot::Sender<()>,
     limit: Duration,
-) -> Result<BTreeMap<String, (Duration, Pod)>> {
+) -> Result<BTreeMap<String, (Instant, Pod)>> {
     let mut stream = std::pin::pin!(watcher(pods, watcher::Config::default()));
-    let mut ready = Some(ready);
-    let mut deleted = None;
+    let mut listed = Some(listed);
     let mut gone = BTreeMap::new();
     while gone.len() < names.len() {
         let event = tokio::time::timeout(limit, stream.try_next()).await.context("no deletion in time")??;
         match event.context("the watch ended")? {
             watcher::Event::InitDone => {
-                let at = Instant::now();
-                deleted = Some(at);
-                ready.take().map(|r| r.send(at));
+                if let Some(l) = listed.take() {
+                    let _ = l.send(());
+                }
             }
             watcher::Event::Delete(p) if names.contains(&p.name_any().as_str()) => {
-                let after = deleted.map(|d| d.elapsed()).unwrap_or_default();
-                gone.insert(p.name_any(), (after, p));
+                gone.insert(p.name_any(), (Instant::now(), p));
             }
             _ => {}
         }
@@ -258,14 +256,16 @@ async fn a_container_ignoring_sigterm_is_killed_after_its_grace_period_and_its_p
         let (listed, watching) = tokio::sync::oneshot::channel();
         let watch = tokio::spawn(deletions(pods.clone(), &["stubborn", "polite"], listed, GRACE * 5));
         watching.await.context("the watch did not list")?;
+        let deleted = Instant::now();
         pods.delete("stubborn", &DeleteParams::default()).await?;
         pods.delete("polite", &DeleteParams::default()).await?;
         let gone = watch.await??;
-        let (stubborn, stubborn_pod) = gone.get("stubborn").context("stubborn not deleted")?;
-        let (polite, polite_pod) = gone.get("polite").context("polite not deleted")?;
+        let (stubborn_at, stubborn_pod) = gone.get("stubborn").context("stubborn not deleted")?;
+        let (polite_at, polite_pod) = gone.get("polite").context("polite not deleted")?;
+        let (stubborn, polite) = (*stubborn_at - deleted, *polite_at - deleted);
         eprintln!("gone after: stubborn {stubborn:?}, polite {polite:?}");
-        ensure!(*polite < GRACE, "a container that exits on SIGTERM ends its pod before the grace period: {polite:?}");
-        ensure!(*stubborn >= GRACE, "one that ignores SIGTERM keeps its pod for the grace period: {stubborn:?}");
+        ensure!(polite < GRACE, "a container that exits on SIGTERM ends its pod before the grace period: {polite:?}");
+        ensure!(stubborn >= GRACE, "one that ignores SIGTERM keeps its pod for the grace period: {stubborn:?}");
 
         // the final status as getPhase gives it for a terminal pod, whatever the restartPolicy
         let (phase, t) = final_state(stubborn_pod)?;
