@@ -1,6 +1,7 @@
 //! Test harness: starts real components (Kubernetes API server, PostgreSQL, PgBouncer, Redis, Prometheus) on loopback for integration tests.
 pub mod api;
 pub mod cluster;
+pub mod echo;
 pub mod http;
 pub mod load;
 pub mod localcluster;

@@ -1,6 +1,6 @@
 //! A tiny HTTP server for the local cluster's tests (image `localcluster.test/echo`): it answers
 //! who and where it is, and can be told to fail its health check, exit, allocate memory or touch
-//! files, so that tests see what the kubelet does about it.
+//! files (and stat them), so that tests see what the kubelet does about it.
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -109,6 +109,14 @@ fn router(app: Arc<App>) -> Router {
             }),
         )
         .route("/read", get(|q: Params| async move { std::fs::read_to_string(param(&q, "path")?).map_err(failed) }))
+        .route(
+            "/stat",
+            get(|q: Params| async move {
+                use std::os::unix::fs::MetadataExt as _;
+                let m = std::fs::metadata(param(&q, "path")?).map_err(failed)?;
+                Ok::<_, (StatusCode, String)>(format!("mode={:04o} uid={} gid={}", m.mode() & 0o7777, m.uid(), m.gid()))
+            }),
+        )
         .route("/env", get(|| async { std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect::<String>() }))
         .route("/args", get(|| async { std::env::args().collect::<Vec<_>>().join("\n") }))
         .route("/id", get(|| async { identity() }))

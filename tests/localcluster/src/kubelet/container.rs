@@ -298,6 +298,7 @@ pub async fn run(shared: Arc<Shared>, slot: Slot, c: Container) -> Outcome {
             }
         };
         let pid = child.id().unwrap_or_default();
+        let container_id = format!("localcluster://{}-{}-{restarts}", shared.uid, c.name);
         let started_at = now();
         let started = Instant::now();
         shared.set(slot, |r| {
@@ -305,7 +306,7 @@ pub async fn run(shared: Arc<Shared>, slot: Slot, c: Container) -> Outcome {
             r.restarts = restarts;
             r.ready = false;
             r.started = false;
-            r.id = Some(format!("localcluster://{}-{}-{restarts}", shared.uid, c.name));
+            r.id = Some(container_id.clone());
         });
         shared.event(EventType::Normal, "Started", &format!("Started container {}", c.name)).await;
         tracing::info!(pod = %shared.name, container = %c.name, pid, restarts, "container started");
@@ -333,8 +334,13 @@ pub async fn run(shared: Arc<Shared>, slot: Slot, c: Container) -> Outcome {
             Err(_) => 128 + 9,
         };
         let oom = prepared.launch.cgroup.usage().map(|u| u.oom_kills).unwrap_or(0) > ooms_before;
-        let terminated =
-            State::Terminated { exit_code, reason: exit_reason(exit_code, oom).into(), started_at, finished_at: now() };
+        let terminated = State::Terminated {
+            exit_code,
+            reason: exit_reason(exit_code, oom).into(),
+            started_at,
+            finished_at: now(),
+            container_id: Some(container_id.clone()),
+        };
         tracing::info!(pod = %shared.name, container = %c.name, exit_code, oom, "container exited");
         shared.set(slot, |r| {
             r.state = terminated.clone();

@@ -8,6 +8,7 @@ mod cgroup;
 mod container;
 mod env;
 mod error;
+mod events;
 mod forward;
 pub mod harness;
 mod hosts;
@@ -33,7 +34,6 @@ use k8s_openapi::api::core::v1::{Node as NodeObject, Pod, Service};
 use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -75,7 +75,7 @@ pub struct Node {
     pub ips: Mutex<IpAllocator>,
     pub metrics: Mutex<BTreeMap<String, PodMetrics>>,
     pub services: watch::Receiver<Vec<hosts::ServiceName>>,
-    pub recorder: Recorder,
+    pub events: events::Events,
     pub cgroup: cgroup::Cgroup,
     self_exe: PathBuf,
 }
@@ -264,10 +264,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let (services_tx, services_rx) = watch::channel(Vec::new());
     tokio::spawn(watch_services(client.clone(), services_tx));
     let node = Arc::new(Node {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter { controller: "kubelet".into(), instance: Some(NODE_NAME.into()) },
-        ),
+        events: events::Events::new(client.clone()),
         client: client.clone(),
         addr,
         state_dir: state_dir.clone(),

@@ -51,16 +51,21 @@ impl Addresses {
     }
 }
 
-/// Pod IPs in use; .1 is the gateway, .255 broadcast.
+/// Pod IPs in use; .1 is the gateway, .255 broadcast. As CNI's host-local IPAM, the search
+/// starts after the last address handed out, so a released IP is reused only once the others
+/// have been: peers still hold the old pod's MAC for it in their neighbour caches.
 #[derive(Debug, Default)]
 pub struct IpAllocator {
     used: BTreeSet<u8>,
+    last: u8,
 }
 
 impl IpAllocator {
     pub fn allocate(&mut self) -> Option<u8> {
-        let host = (2..=254).find(|h| !self.used.contains(h))?;
+        let start = self.last.max(1);
+        let host = (start + 1..=254).chain(2..=start).find(|h| !self.used.contains(h))?;
         self.used.insert(host);
+        self.last = host;
         Some(host)
     }
     pub fn release(&mut self, host: u8) {
@@ -92,6 +97,9 @@ pub async fn teardown_node(addr: Addresses) -> Result<()> {
 pub async fn create_pod(addr: Addresses, ip: Ipv4Addr) -> Result<()> {
     let (ns, veth) = (addr.netns(ip), addr.veth(ip));
     delete_pod(addr, ip).await;
+    // a previous pod with this IP left the host's neighbour entry with its MAC: until the entry
+    // went stale (tens of seconds) the host, and so probes and the proxy, could not reach it
+    let _ = run("ip", &["neigh", "flush", "to", &ip.to_string(), "dev", &addr.bridge()]).await;
     run("ip", &["netns", "add", &ns]).await?;
     run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
     run("ip", &["link", "set", &veth, "master", &addr.bridge(), "up"]).await?;
@@ -123,7 +131,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_follow_the_index_and_released_ips_are_reused() {
+    fn addresses_follow_the_index_and_released_ips_are_reused_only_after_the_others() {
         let addr = Addresses { index: 7 };
         assert_eq!(
             (addr.gateway(), addr.bridge(), addr.cidr()),
@@ -132,9 +140,13 @@ mod tests {
         let mut ips = IpAllocator::default();
         assert_eq!((ips.allocate(), ips.allocate()), (Some(2), Some(3)));
         ips.release(2);
-        assert_eq!(ips.allocate(), Some(2));
-        let all: Vec<_> = std::iter::from_fn(|| ips.allocate()).collect();
-        assert_eq!(all.len(), 253 - 2, "2..=254 less the two still held");
+        assert_eq!(ips.allocate(), Some(4), "2 waits until the search wraps around");
+        let rest: Vec<_> = std::iter::from_fn(|| ips.allocate()).collect();
+        assert_eq!(rest.first(), Some(&5));
+        assert_eq!(rest.last(), Some(&2), "then the released one is found");
+        assert_eq!(rest.len(), 253 - 2, "2..=254 less 3 and 4");
+        ips.release(100);
+        assert_eq!((ips.allocate(), ips.allocate()), (Some(100), None), "the only free address, then none");
     }
 
     #[test]

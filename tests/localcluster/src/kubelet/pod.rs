@@ -10,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource as _};
 use tokio::sync::{watch, Notify};
 
@@ -82,14 +82,7 @@ impl Shared {
 
     pub async fn event(&self, type_: EventType, reason: &str, note: &str) {
         let reference = self.pod.borrow().object_ref(&());
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note.to_owned()),
-            action: reason.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.node.recorder.publish(&event, &reference).await {
+        if let Err(e) = self.node.events.publish(type_, reason, note, &reference).await {
             tracing::warn!(pod = %self.name, error = %e, "event not recorded");
         }
     }
@@ -224,6 +217,7 @@ pub async fn run(node: Arc<Node>, pod: watch::Receiver<Pod>, stop: watch::Receiv
         start_time: Time(k8s_openapi::jiff::Timestamp::now()),
         sandbox_ready: false,
         shutdown: false,
+        terminal: false,
     };
     let shared = Arc::new(Shared {
         dir: pod_dir(&node.state_dir, &initial),
@@ -276,10 +270,9 @@ pub async fn run(node: Arc<Node>, pod: watch::Receiver<Pod>, stop: watch::Receiv
     }
     writer.abort();
     let why = *shared.stop.borrow();
-    if why == Stop::Shutdown {
-        if let Ok(mut r) = shared.record.lock() {
-            r.shutdown = true;
-        }
+    if let Ok(mut r) = shared.record.lock() {
+        r.terminal = true;
+        r.shutdown = why == Stop::Shutdown;
     }
     if why != Stop::Gone {
         shared.write_status().await;

@@ -10,9 +10,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// One container's state as the worker last saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: Time },
-    Terminated { exit_code: i32, reason: String, started_at: Time, finished_at: Time },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Time,
+    },
+    /// `container_id` names the container that ended, which `lastState` keeps after a restart.
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        started_at: Time,
+        finished_at: Time,
+        container_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +68,8 @@ pub struct Record {
     pub sandbox_ready: bool,
     /// Set on graceful node shutdown, as the kubelet's shutdown manager does.
     pub shutdown: bool,
+    /// Every container was stopped for good (the Pod is deleted): getPhase's `podIsTerminal`.
+    pub terminal: bool,
 }
 
 /// Reason of a terminated container, as the runtime reports it.
@@ -77,8 +91,9 @@ fn state(s: &State) -> ContainerState {
             running: Some(ContainerStateRunning { started_at: Some(started_at) }),
             ..Default::default()
         },
-        State::Terminated { exit_code, reason, started_at, finished_at } => ContainerState {
+        State::Terminated { exit_code, reason, started_at, finished_at, container_id } => ContainerState {
             terminated: Some(ContainerStateTerminated {
+                container_id,
                 exit_code,
                 reason: Some(reason),
                 started_at: Some(started_at),
@@ -134,7 +149,14 @@ pub fn phase(record: &Record, restart_policy: &str) -> &'static str {
     } else if running > 0 {
         "Running"
     } else if stopped > 0 {
-        if restart_policy == "Always" {
+        // a terminal pod's containers will not restart whatever the policy
+        if record.terminal {
+            if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        } else if restart_policy == "Always" {
             "Running"
         } else if stopped == succeeded {
             "Succeeded"
@@ -247,8 +269,13 @@ mod tests {
         let mut r = ContainerRecord::new("c", "i", "x");
         r.state = state;
         if last {
-            r.last =
-                Some(State::Terminated { exit_code: 1, reason: "Error".into(), started_at: t(), finished_at: t() });
+            r.last = Some(State::Terminated {
+                exit_code: 1,
+                reason: "Error".into(),
+                started_at: t(),
+                finished_at: t(),
+                container_id: None,
+            });
         }
         r
     }
@@ -262,6 +289,7 @@ mod tests {
             start_time: t(),
             sandbox_ready: true,
             shutdown: false,
+            terminal: false,
         }
     }
 
@@ -277,7 +305,12 @@ mod tests {
             reason: exit_reason(code, false).into(),
             started_at: t(),
             finished_at: t(),
+            container_id: None,
         }
+    }
+
+    fn terminal(r: Record) -> Record {
+        Record { terminal: true, ..r }
     }
 
     #[test]
@@ -326,6 +359,24 @@ mod tests {
                 "Failed",
             ),
             ("an exit 1 under OnFailure restarts", record(vec![], vec![c(exited(1), false)]), "OnFailure", "Running"),
+            (
+                "a deleted pod whose containers exited 0 succeeded, even under Always",
+                terminal(record(vec![], vec![c(exited(0), false)])),
+                "Always",
+                "Succeeded",
+            ),
+            (
+                "a deleted pod with a killed container failed",
+                terminal(record(vec![], vec![c(exited(0), false), c(exited(137), false)])),
+                "Always",
+                "Failed",
+            ),
+            (
+                "a deleted pod stopped in back-off failed",
+                terminal(record(vec![], vec![c(waiting(), true)])),
+                "Always",
+                "Failed",
+            ),
         ];
         for (name, r, policy, expected) in cases {
             assert_eq!(phase(&r, policy), expected, "{name}");
