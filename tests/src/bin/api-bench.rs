@@ -36,6 +36,9 @@ struct Args {
     /// Rounds of the alternating comparison with `--baseline`.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
+    /// Only the comparison with `--baseline` (no other phase).
+    #[arg(long, requires = "baseline")]
+    compare_only: bool,
 }
 
 async fn wait_ready(url: &str) -> Result<()> {
@@ -213,6 +216,9 @@ async fn main() -> Result<()> {
 
     let cached_body = json!({"statement": statement(42.0)}).to_string();
     c.post(&format!("/api/v1/companies/{company}/predictions"), serde_json::from_str(&cached_body)?).await?;
+    if let (true, Some(baseline)) = (args.compare_only, &args.baseline) {
+        return compare(&stack, baseline, &predictions, &api, &key, &cached_body, seconds, args.rounds).await;
+    }
 
     println!("\nClosed loop with wrk (2 threads, {CONNECTIONS} connections), {seconds} s each, one after another in one run:\n");
     println!("| endpoint | req/s | p50 ms | p95 ms | p99 ms | errors |");
