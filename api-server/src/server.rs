@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 
 use crate::config::ServeArgs;
-use crate::db::Db;
+use crate::db::{Db, Replicas};
 use crate::deps::Deps;
 use crate::model::MODEL_VERSION;
 use crate::state::{redis_connection, AppState, Settings};
@@ -18,7 +18,8 @@ use crate::state::{redis_connection, AppState, Settings};
 pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let mut registry = Registry::default();
     let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
-    let db = Db::new(&args.database, deps);
+    let replicas = Replicas::new(&args.database, &args.replicas, args.breaker.config(), &mut registry);
+    let db = Db::new(&args.database, deps).with_replicas(Arc::new(replicas));
     let redis = redis_connection(&args.redis)?;
     let settings = Settings {
         model_version: MODEL_VERSION.to_owned(),
@@ -35,6 +36,9 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
 /// The tasks a serving process runs beside the router: the queue-length gauges.
 pub fn spawn_background(state: &AppState) {
     tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
+    if let Some(replicas) = &state.db.replicas {
+        tokio::spawn(replicas.clone().watch());
+    }
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::FutureExt as _;
 use serde::Deserialize;
 use tracing::instrument;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -196,9 +197,15 @@ pub async fn list(
         return Err(ApiError::invalid("offset", "offset must not be negative"));
     }
     let prefix = q.symbol.as_deref().map(symbol_prefix).transpose()?;
-    let mut tx = state.db.begin().await?;
-    let found = companies::list(&mut tx, caller.tenant, prefix.as_deref(), q.include_inactive, limit, q.offset).await;
-    Ok(Json(state.db.finish(tx, found).await?))
+    let (tenant, include_inactive, offset) = (caller.tenant, q.include_inactive, q.offset);
+    let found = state
+        .db
+        .read(move |tx| {
+            let prefix = prefix.clone();
+            async move { companies::list(tx, tenant, prefix.as_deref(), include_inactive, limit, offset).await }.boxed()
+        })
+        .await?;
+    Ok(Json(found))
 }
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}", tag = "companies",
@@ -210,10 +217,9 @@ pub async fn read(
     caller: Caller,
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<Company>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let found = companies::get(&mut tx, caller.tenant, id).await;
-    let company = state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("company {id}")))?;
-    Ok(Json(company))
+    let tenant = caller.tenant;
+    let found = state.db.read(|tx| companies::get(tx, tenant, id).boxed()).await?;
+    Ok(Json(found.ok_or_else(|| ApiError::NotFound(format!("company {id}")))?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/companies/{company_id}", tag = "companies", request_body = UpdateCompany,
