@@ -10,4 +10,5 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
+pub mod replica;
 pub mod service;

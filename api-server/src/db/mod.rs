@@ -99,7 +99,7 @@ impl Db {
         if let Some(replicas) = &self.replicas {
             if let Some(replica) = replicas.pick() {
                 let attempt = async {
-                    let mut tx = Tx::begin(&replica.pool).await?;
+                    let mut tx = replicas.begin(replica).await?;
                     match f(&mut tx).await {
                         Ok(v) => tx.commit().await.map(|()| v),
                         Err(e) => {

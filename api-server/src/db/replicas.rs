@@ -55,7 +55,7 @@ struct Health {
 
 pub(super) struct Replica {
     name: String,
-    pub(super) pool: PgPool,
+    pool: PgPool,
     /// The lag probe has a connection of its own, so it does not queue behind reads and a busy
     /// replica is not mistaken for a stuck one.
     probe_pool: PgPool,
@@ -145,6 +145,13 @@ impl Replicas {
             // Ask the breaker last: admitting a half-open trial call uses it up.
             fresh && matches!(h.breaker.admit(now), Admission::Allowed)
         })
+    }
+
+    /// Opens a transaction on a picked replica. BEGIN answers at once on a healthy one; waiting
+    /// longer than a probe interval means PgBouncer cannot reach it (it retries the connection
+    /// for seconds) or has no free server, and the primary will answer sooner.
+    pub(super) async fn begin(&self, r: &Replica) -> Result<Tx, sqlx::Error> {
+        tokio::time::timeout(self.interval, Tx::begin(&r.pool)).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
     }
 
     /// Records the outcome of a read a replica was picked for.
