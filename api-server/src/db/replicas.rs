@@ -238,3 +238,80 @@ fn replica_label(name: &str) -> ReplicaLabel {
 fn target_label(target: &str) -> TargetLabel {
     TargetLabel { target: target.to_owned() }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    /// Replicas `a` and `b` (lazy pools: nothing connects) with a 10 s bound and 1 s probes.
+    fn replicas() -> Replicas {
+        let argv = ["riskplatform-api", "serve", "--pg-read-databases=a,b"];
+        let Command::Serve(args) = Cli::parse_from(argv).command else { unreachable!("a serve command") };
+        let breaker = BreakerConfig { failure_threshold: 2, ..args.breaker.config() };
+        Replicas::new(&args.database, &args.replicas, breaker, &mut Registry::default())
+    }
+
+    fn measured(r: &Replicas, name: &str, lag: f64, ago: Duration) {
+        let replica = r.replicas.iter().find(|x| x.name == name).expect("replica");
+        lock(&replica.health).measured = Some((lag, Instant::now() - ago));
+    }
+
+    fn picks(r: &Replicas, n: usize) -> Vec<Option<String>> {
+        (0..n).map(|_| r.pick().map(|x| x.name.clone())).collect()
+    }
+
+    #[tokio::test]
+    async fn replicas_never_measured_take_no_reads() {
+        assert_eq!(picks(&replicas(), 2), [None, None]);
+    }
+
+    #[tokio::test]
+    async fn healthy_replicas_take_turns() {
+        let r = replicas();
+        measured(&r, "a", 0.0, Duration::ZERO);
+        measured(&r, "b", 10.0, Duration::ZERO);
+        let mut got = picks(&r, 4);
+        got.sort();
+        let (a, b) = (Some("a".to_owned()), Some("b".to_owned()));
+        assert_eq!(got, [a.clone(), a, b.clone(), b], "lag at the bound still serves");
+    }
+
+    #[tokio::test]
+    async fn a_replica_above_the_lag_bound_is_skipped() {
+        let r = replicas();
+        measured(&r, "a", 10.5, Duration::ZERO);
+        measured(&r, "b", 0.2, Duration::ZERO);
+        assert_eq!(picks(&r, 3), [Some("b".to_owned()), Some("b".to_owned()), Some("b".to_owned())]);
+        measured(&r, "b", 11.0, Duration::ZERO);
+        assert_eq!(picks(&r, 1), [None], "every replica lags: the primary");
+    }
+
+    #[tokio::test]
+    async fn a_measurement_older_than_three_intervals_is_not_trusted() {
+        let r = replicas();
+        measured(&r, "a", 0.0, Duration::from_millis(3100));
+        measured(&r, "b", 0.0, Duration::from_millis(2900));
+        assert_eq!(picks(&r, 2), [Some("b".to_owned()), Some("b".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_reads_fail_is_skipped_once_its_breaker_opens() {
+        let r = replicas();
+        measured(&r, "a", 0.0, Duration::ZERO);
+        let refused = sqlx::Error::PoolTimedOut;
+        r.record(&r.replicas[0], Err(&refused));
+        assert_eq!(picks(&r, 1), [Some("a".to_owned())], "one failure is under the threshold");
+        r.record(&r.replicas[0], Err(&refused));
+        assert_eq!(picks(&r, 1), [None]);
+        // A bad statement fails on the primary too: it says nothing against the replica.
+        let r = replicas();
+        measured(&r, "a", 0.0, Duration::ZERO);
+        let bad = sqlx::Error::RowNotFound;
+        r.record(&r.replicas[0], Err(&bad));
+        r.record(&r.replicas[0], Err(&bad));
+        assert_eq!(picks(&r, 1), [Some("a".to_owned())]);
+    }
+}
