@@ -93,6 +93,13 @@ impl Standby {
     pub fn resume_replay(&self) -> Result<()> {
         self.psql("SELECT pg_wal_replay_resume()").map(drop)
     }
+
+    /// Cuts the standby off from its primary (no `primary_conninfo`: its WAL receiver stops) while
+    /// it keeps serving reads.
+    pub fn disconnect(&self) -> Result<()> {
+        self.psql("ALTER SYSTEM SET primary_conninfo = ''")?;
+        self.psql("SELECT pg_reload_conf()").map(drop)
+    }
 }
 
 fn psql(port: u16, sql: &str) -> Result<String> {

@@ -200,5 +200,11 @@ async fn a_standby_lagging_past_the_bound_is_skipped_and_reads_see_the_latest_wr
     let latest = client.get(&format!("/api/v1/companies/{id}/predictions/latest")).await?;
     assert_eq!(latest.body["id"], p.body["id"], "{}", latest.text);
     assert!(metric(&server, READS_REPLICA).await?.unwrap_or(0.0) > replica_before);
+
+    // Cut off from the primary, an idle standby has replayed all it received, yet cannot know
+    // what it misses: its lag is the age of its last replayed commit, which passes the bound.
+    standby(&stack).disconnect()?;
+    wait_metric(&server, LAG, Duration::from_secs(15), |v| v > 2.0).await?;
+    wait_metric(&server, SERVING, Duration::from_secs(2), |v| v == 0.0).await?;
     Ok(())
 }

@@ -20,13 +20,16 @@ use super::{connect_options, Tx};
 use crate::config::{DatabaseArgs, ReplicaArgs};
 use crate::deps::is_database_outage;
 
-/// Seconds a standby is behind the primary. A standby that has replayed all it received is not
-/// behind, whatever its last replayed commit's age: on an idle primary that timestamp ages
-/// without any lag. Otherwise the lag is the age of the last commit it replayed. A server not in
-/// recovery (a replica promoted) has no lag.
+/// Seconds a standby is behind the primary. A standby streaming from its primary that has
+/// replayed all it received is not behind, whatever its last replayed commit's age: on an idle
+/// primary that timestamp ages without any lag. Otherwise (WAL waiting to be replayed, or no WAL
+/// receiver running: cut off from the primary, it cannot know what it misses) the lag is the age
+/// of the last commit it replayed. A server not in recovery (a replica promoted) has no lag. The
+/// WAL receiver's row is visible to any user (its details only to pg_read_all_stats).
 const LAG_SQL: &str = "SELECT (CASE \
     WHEN NOT pg_is_in_recovery() THEN 0 \
-    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+    WHEN EXISTS (SELECT 1 FROM pg_stat_wal_receiver) \
+        AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
     ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END)::float8";
 
 /// A measurement older than this many probe intervals is stale: the probe is stuck, so the
