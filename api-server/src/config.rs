@@ -155,6 +155,26 @@ pub struct ServeArgs {
     pub breaker: BreakerArgs,
     #[command(flatten)]
     pub published: PublishedArgs,
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
+}
+
+/// Read replicas, each a PgBouncer database of its own (the operator adds `<database>_ro_<n>`
+/// per replica), reached with the primary's host, port, user and password.
+#[derive(Args, Debug, Clone)]
+pub struct ReplicaArgs {
+    /// The replicas' PgBouncer database names, comma-separated; none: every read goes to the primary.
+    #[arg(long = "pg-read-databases", env = "RISK_READ_DATABASES", value_delimiter = ',')]
+    pub read_databases: Vec<String>,
+    /// A replica further behind the primary than this is skipped (the seeds: healthy under 10 s).
+    #[arg(long, env = "RISK_REPLICA_MAX_LAG_SECONDS", default_value_t = 10.0)]
+    pub replica_max_lag_seconds: f64,
+    /// How often each replica's lag is measured; a replica unmeasured for 3 intervals is skipped.
+    #[arg(long, env = "RISK_REPLICA_PROBE_INTERVAL_MS", default_value_t = 1000)]
+    pub replica_probe_interval_ms: u64,
+    /// Connections this process keeps to each replica's PgBouncer database.
+    #[arg(long, env = "RISK_REPLICA_MAX_CONNECTIONS", default_value_t = 10)]
+    pub replica_max_connections: u32,
 }
 
 /// Where the operator publishes the platform-wide breaker state (a ConfigMap read through the

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use tracing::Instrument as _;
 
 use crate::config::ServeArgs;
-use crate::db::Db;
+use crate::db::{Db, Replicas};
 use crate::deps::Deps;
 use crate::invalidation::PubSubConfig;
 use crate::model::MODEL_VERSION;
@@ -21,7 +21,8 @@ use crate::state::{redis_connection, AppState, Settings};
 pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     let mut registry = Registry::default();
     let deps = Arc::new(Deps::new(args.breaker.config(), &mut registry));
-    let db = Db::new(&args.database, deps);
+    let replicas = Replicas::new(&args.database, &args.replicas, args.breaker.config(), &mut registry);
+    let db = Db::new(&args.database, deps).with_replicas(Arc::new(replicas));
     let redis = redis_connection(&args.redis)?;
     let pubsub = PubSubConfig {
         client: redis::Client::open(args.redis.url.as_str())?,
@@ -40,12 +41,15 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
     Ok(AppState::new(db, redis, pubsub, settings, registry))
 }
 
-/// The tasks a serving process runs beside the router: the queue-length gauges and the cache
-/// invalidation subscriber.
+/// The tasks a serving process runs beside the router: the queue-length gauges, the cache
+/// invalidation subscriber and the replica lag probe.
 pub fn spawn_background(state: &AppState) {
     tokio::spawn(state.metrics.clone().watch_queues(state.queue.clone(), Duration::from_secs(2)));
     let span = tracing::info_span!("cache_invalidation", channel = state.subscriber.channel());
     tokio::spawn(state.subscriber.clone().run().instrument(span));
+    if let Some(replicas) = &state.db.replicas {
+        tokio::spawn(replicas.clone().watch());
+    }
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

@@ -344,6 +344,25 @@ pub struct DatabaseSpec {
     /// Database name.
     #[x_kube(validation = Rule::new("self != ''").message("pgbouncer.database.name must not be empty"))]
     pub name: String,
+    /// Streaming replicas of this database. PgBouncer gets a read-only database `<name>_ro_<n>`
+    /// for the n-th (from 0), and the API sends reads that may lag slightly (prediction history,
+    /// company and job reads) to whichever is healthy; none by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub read_replicas: Vec<ReadReplicaSpec>,
+}
+
+/// Where one read replica (a hot standby of the database) is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.port > 0 && self.port <= 65535").message("pgbouncer.database.readReplicas port must be between 1 and 65535"))]
+pub struct ReadReplicaSpec {
+    /// Host name or address of the replica.
+    #[x_kube(validation = Rule::new("self != ''").message("pgbouncer.database.readReplicas host must not be empty"))]
+    pub host: String,
+    /// Port of the replica.
+    #[serde(default = "default_pg_port")]
+    pub port: i32,
 }
 
 /// A Secret in the platform's namespace with a username and a password.

@@ -9,16 +9,19 @@ use clap::Parser as _;
 use riskplatform_api::config::{Cli, Command as ApiCommand, ServeArgs};
 use riskplatform_api::state::AppState;
 
-use crate::pgbouncer::{PgBouncer, PASSWORD};
+use crate::pgbouncer::{replica_database, PgBouncer, PASSWORD};
 use crate::postgres::{Postgres, DATABASE, USER};
 use crate::process::{binary, ChildProcess};
 use crate::prometheus::free_port;
 use crate::redis::Redis;
+use crate::replica::Standby;
 
 pub struct ApiStack {
     pub postgres: Postgres,
     pub pgbouncer: PgBouncer,
     pub redis: Redis,
+    /// A streaming replica of `postgres`, PgBouncer's `risk_ro_0`, when the test asked for one.
+    pub standby: Option<Standby>,
 }
 
 /// A server running in this process.
@@ -44,7 +47,22 @@ impl ApiStack {
     pub fn start_with(redis: Redis) -> Result<Self> {
         let postgres = Postgres::start()?;
         let pgbouncer = PgBouncer::start(postgres.port())?;
-        let stack = Self { postgres, pgbouncer, redis };
+        Self::migrated(Self { postgres, pgbouncer, redis, standby: None })
+    }
+
+    /// The stack with a hot standby of its PostgreSQL behind PgBouncer's `risk_ro_0`, which
+    /// [`ApiStack::serve`] gives the server as its read replica.
+    pub fn start_with_standby() -> Result<Self> {
+        let postgres = Postgres::start()?;
+        let standby = Standby::start(&postgres)?;
+        let pgbouncer = PgBouncer::start_with_replicas(postgres.port(), &[standby.port()])?;
+        let stack = Self::migrated(Self { postgres, pgbouncer, redis: Redis::start()?, standby: None })?;
+        // The schema is there before a test reads through the standby.
+        standby.catch_up(&stack.postgres)?;
+        Ok(Self { standby: Some(standby), ..stack })
+    }
+
+    fn migrated(stack: Self) -> Result<Self> {
         let out = stack.command(false).arg("migrate").output().context("running riskplatform-api migrate")?;
         if !out.status.success() {
             bail!("migrate failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -88,6 +106,9 @@ impl ApiStack {
             format!("--pg-user={USER}"),
             format!("--redis-url={}", self.redis.url()),
         ];
+        if self.standby.is_some() {
+            argv.push(format!("--pg-read-databases={}", replica_database(0)));
+        }
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
         match Cli::parse_from(argv).command {
             ApiCommand::Serve(mut args) => {

@@ -11,4 +11,5 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
+pub mod replica;
 pub mod service;

@@ -18,6 +18,18 @@ pub struct PgBouncer {
 
 impl PgBouncer {
     pub fn start(postgres_port: u16) -> Result<Self> {
+        Self::start_with_replicas(postgres_port, &[])
+    }
+
+    /// The same with one read-only database per replica, `risk_ro_<n>`, as the operator writes them.
+    pub fn start_with_replicas(postgres_port: u16, replica_ports: &[u16]) -> Result<Self> {
+        let replicas: String = replica_ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                format!("{} = host=127.0.0.1 port={port} dbname={DATABASE} user={USER}\n", replica_database(n))
+            })
+            .collect();
         let dir = tempfile::Builder::new().prefix("pgbouncer-").tempdir()?;
         let port = free_port()?;
         let userlist = dir.path().join("userlist.txt");
@@ -28,6 +40,7 @@ impl PgBouncer {
             format!(
                 "[databases]\n\
                  {DATABASE} = host=127.0.0.1 port={postgres_port} dbname={DATABASE} user={USER}\n\
+                 {replicas}\
                  [pgbouncer]\n\
                  listen_addr = 127.0.0.1\n\
                  listen_port = {port}\n\
@@ -67,4 +80,9 @@ impl PgBouncer {
     pub fn url(&self) -> String {
         format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{DATABASE}", self.port())
     }
+}
+
+/// PgBouncer's name for the `n`th replica's read-only database.
+pub fn replica_database(n: usize) -> String {
+    format!("{DATABASE}_ro_{n}")
 }

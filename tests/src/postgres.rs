@@ -18,7 +18,7 @@ pub struct Postgres {
     dir: TempDir,
 }
 
-fn bin_dir() -> Result<&'static str> {
+pub(crate) fn bin_dir() -> Result<&'static str> {
     ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin"]
         .into_iter()
         .find(|d| Path::new(d).join("postgres").exists())
@@ -42,32 +42,7 @@ impl Postgres {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port()?;
-        let log_dir = format!("log_directory={}", dir.path().display());
-        let settings = [
-            "listen_addresses=127.0.0.1",
-            // The server's log is kept so tests can assert on what PostgreSQL itself reported.
-            "logging_collector=on",
-            log_dir.as_str(),
-            "log_filename=postgres.log",
-            "fsync=off",
-            "synchronous_commit=off",
-            "full_page_writes=off",
-            "max_connections=300",
-            "shared_buffers=128MB",
-        ];
-        let mut args = vec!["-D".to_owned(), data.display().to_string(), "-p".to_owned(), port.to_string()];
-        args.extend(["-k".to_owned(), dir.path().display().to_string()]);
-        for s in settings {
-            args.extend(["-c".to_owned(), s.to_owned()]);
-        }
-        let service = Service::start(Recipe {
-            name: "postgres",
-            program: format!("{bin}/postgres"),
-            args,
-            port,
-            unprivileged: true,
-            stop_signal: "INT",
-        })?;
+        let service = Service::start(recipe(bin, dir.path(), port, &[]))?;
         let pg = Self { service, dir };
         pg.create_database()?;
         Ok(pg)
@@ -106,4 +81,29 @@ impl Postgres {
     pub fn url(&self) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port())
     }
+}
+
+/// How to run a server on the cluster in `dir/data`, logging to `dir/postgres.log`; `extra` are
+/// further settings (a standby's).
+pub(crate) fn recipe(bin: &str, dir: &Path, port: u16, extra: &[&str]) -> Recipe {
+    let log_dir = format!("log_directory={}", dir.display());
+    let settings = [
+        "listen_addresses=127.0.0.1",
+        // The server's log is kept so tests can assert on what PostgreSQL itself reported.
+        "logging_collector=on",
+        log_dir.as_str(),
+        "log_filename=postgres.log",
+        "fsync=off",
+        "synchronous_commit=off",
+        "full_page_writes=off",
+        "max_connections=300",
+        "shared_buffers=128MB",
+    ];
+    let data = dir.join("data");
+    let mut args = vec!["-D".to_owned(), data.display().to_string(), "-p".to_owned(), port.to_string()];
+    args.extend(["-k".to_owned(), dir.display().to_string()]);
+    for s in settings.iter().chain(extra) {
+        args.extend(["-c".to_owned(), (*s).to_owned()]);
+    }
+    Recipe { name: "postgres", program: format!("{bin}/postgres"), args, port, unprivileged: true, stop_signal: "INT" }
 }

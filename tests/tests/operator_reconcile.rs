@@ -261,6 +261,14 @@ async fn a_missing_secret_degrades_the_platform_until_the_secret_appears() -> Re
     env.operator.stop().await
 }
 
+/// The test platforms' PgBouncer with these read replicas.
+fn replicas(read_replicas: serde_json::Value) -> serde_json::Value {
+    json!({
+        "database": {"host": "postgres.example", "name": "risk", "readReplicas": read_replicas},
+        "credentialsSecretRef": {"name": "db"},
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message() -> Result<()> {
     let cluster = TestCluster::start()?;
@@ -310,6 +318,15 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
             json!({"redis": {"mode": "External", "externalUrl": "redis://u:p@h:6379"}}),
             "redis.externalUrl must not contain credentials",
         ),
+        (
+            json!({"pgbouncer": replicas(json!([{"host": ""}]))}),
+            "pgbouncer.database.readReplicas host must not be empty",
+        ),
+        (
+            json!({"pgbouncer": replicas(json!([{"host": "replica", "port": 70000}]))}),
+            "pgbouncer.database.readReplicas port must be between 1 and 65535",
+        ),
+        (json!({"pgbouncer": replicas(json!(vec![json!({"host": "replica"}); 9]))}), "must have at most 8 items"),
     ];
     for (i, (extra, message)) in cases.into_iter().enumerate() {
         let mut rp = serde_json::to_value(platform(&format!("bad-{i}"), "db")?)?;

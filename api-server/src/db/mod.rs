@@ -6,11 +6,13 @@
 pub mod companies;
 pub mod jobs;
 pub mod predictions;
+pub mod replicas;
 pub mod statements;
 pub mod sweep;
 pub mod tenants;
 mod tx;
 
+pub use replicas::Replicas;
 pub use tx::Tx;
 
 use std::sync::{Arc, Mutex};
@@ -62,6 +64,8 @@ pub struct Db {
     /// The readiness ping in flight, shared by every probe that arrives while it runs.
     ping_in_flight: Arc<Mutex<Option<Ping>>>,
     pub deps: Arc<Deps>,
+    /// Where reads that may lag go when one is healthy (none for workers and admin commands).
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 type PingResult = Result<(), Arc<ProbeError<sqlx::Error>>>;
@@ -73,7 +77,51 @@ impl Db {
             .max_connections(1)
             .acquire_timeout(Duration::from_millis(args.acquire_timeout_ms))
             .connect_lazy_with(connect_options(args));
-        Self { pool: pool(args), probe_pool, ping_in_flight: Arc::default(), deps }
+        Self { pool: pool(args), probe_pool, ping_in_flight: Arc::default(), deps, replicas: None }
+    }
+
+    /// The same database with read replicas for [`Db::read`].
+    pub fn with_replicas(self, replicas: Arc<Replicas>) -> Self {
+        Self { replicas: Some(replicas), ..self }
+    }
+
+    /// Runs a read that may see slightly old data (up to the replica lag bound) in a transaction
+    /// on a healthy replica, else on the primary. A read the replica fails is run again on the
+    /// primary, so a replica going away costs a read its latency, not its answer. Never use it
+    /// for writes or for reading back what the caller just wrote.
+    ///
+    /// `f` may run twice, so it owns copies of what it needs; its future is boxed because a
+    /// future borrowing the transaction cannot otherwise be shown `Send` to axum.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: for<'t> Fn(&'t mut Tx) -> BoxFuture<'t, Result<T, sqlx::Error>>,
+    {
+        if let Some(replicas) = &self.replicas {
+            if let Some(replica) = replicas.pick() {
+                let attempt = async {
+                    let mut tx = replicas.begin(replica).await?;
+                    match f(&mut tx).await {
+                        Ok(v) => tx.commit().await.map(|()| v),
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            Err(e)
+                        }
+                    }
+                }
+                .await;
+                match attempt {
+                    Ok(v) => {
+                        replicas.record(replica, Ok(()));
+                        return Ok(v);
+                    }
+                    Err(e) => replicas.record(replica, Err(&e)),
+                }
+            }
+            replicas.count(replicas::PRIMARY);
+        }
+        let mut tx = self.begin().await?;
+        let result = f(&mut tx).await;
+        self.finish(tx, result).await
     }
 
     /// Opens a transaction, failing fast while the database breaker is open.

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::FutureExt as _;
 use serde::Deserialize;
 use tracing::instrument;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -125,6 +126,8 @@ fn cache_key(tenant: Uuid, id: Uuid) -> String {
 /// Loads a company of the caller's tenant, active or not, through the company cache, or answers
 /// 404.
 async fn cached_company(state: &AppState, caller: &Caller, id: Uuid) -> Result<Company, ApiError> {
+    // Filled from the primary, never a replica: a lagging replica's old row would be cached in
+    // Redis (SET NX) for the company TTL, past the invalidation that announced the new one.
     let load = || async {
         let mut tx = state.db.begin().await?;
         let found = companies::get(&mut tx, caller.tenant, id).await;
@@ -205,9 +208,15 @@ pub async fn list(
         return Err(ApiError::invalid("offset", "offset must not be negative"));
     }
     let prefix = q.symbol.as_deref().map(symbol_prefix).transpose()?;
-    let mut tx = state.db.begin().await?;
-    let found = companies::list(&mut tx, caller.tenant, prefix.as_deref(), q.include_inactive, limit, q.offset).await;
-    Ok(Json(state.db.finish(tx, found).await?))
+    let (tenant, include_inactive, offset) = (caller.tenant, q.include_inactive, q.offset);
+    let found = state
+        .db
+        .read(move |tx| {
+            let prefix = prefix.clone();
+            async move { companies::list(tx, tenant, prefix.as_deref(), include_inactive, limit, offset).await }.boxed()
+        })
+        .await?;
+    Ok(Json(found))
 }
 
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}", tag = "companies",

@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::stream;
+use futures::{stream, FutureExt as _};
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 use utoipa::{IntoParams, ToSchema};
@@ -172,9 +172,9 @@ pub async fn status(
     caller: Caller,
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Json<JobStatus>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let found = jobs::get(&mut tx, caller.tenant, id).await;
-    let job = state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    let tenant = caller.tenant;
+    let found = state.db.read(|tx| jobs::get(tx, tenant, id).boxed()).await?;
+    let job = found.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
     Ok(Json(job.into()))
 }
 
@@ -182,9 +182,9 @@ pub async fn status(
     responses((status = 200, description = "Pending and processing jobs, oldest first", body = [JobStatus])))]
 #[instrument(skip_all, fields(tenant = %caller.tenant))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<JobStatus>>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let found = jobs::unfinished(&mut tx, caller.tenant, 500).await;
-    Ok(Json(state.db.finish(tx, found).await?.into_iter().map(Into::into).collect()))
+    let tenant = caller.tenant;
+    let found = state.db.read(|tx| jobs::unfinished(tx, tenant, 500).boxed()).await?;
+    Ok(Json(found.into_iter().map(Into::into).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}/results", tag = "jobs", params(("job_id" = Uuid, Path)),
@@ -196,21 +196,16 @@ pub async fn results(
     caller: Caller,
     PathParams(id): PathParams<Uuid>,
 ) -> Result<Response, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let found = jobs::get(&mut tx, caller.tenant, id).await;
-    state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+    let tenant = caller.tenant;
+    let found = state.db.read(|tx| jobs::get(tx, tenant, id).boxed()).await?;
+    found.ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
     // Pages of short transactions, not one long cursor: PgBouncer lends a server connection per
     // transaction, and a slow client must not hold one.
     let pages = stream::unfold(Some(-1), move |after| {
         let state = state.clone();
         async move {
             let after = after?;
-            let page = async {
-                let mut tx = state.db.begin().await?;
-                let found = jobs::results(&mut tx, id, after, EXPORT_PAGE).await;
-                state.db.finish(tx, found).await
-            }
-            .await;
+            let page = state.db.read(|tx| jobs::results(tx, id, after, EXPORT_PAGE).boxed()).await;
             match page {
                 Ok(rows) if rows.is_empty() => None,
                 Ok(rows) => {

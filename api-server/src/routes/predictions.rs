@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::instrument;
@@ -289,18 +290,23 @@ pub async fn history(
             return Err(ApiError::invalid("from", "from must be before to"));
         }
     }
-    let mut tx = state.db.begin().await?;
     // The company is looked up only when the page is empty (to tell "no such company" from "no
     // predictions"), which saves a statement on the common path.
-    let found = async {
-        let items = predictions::history(&mut tx, caller.tenant, company_id, q.from, q.to, after, limit).await?;
-        if items.is_empty() && crate::db::companies::get(&mut tx, caller.tenant, company_id).await?.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(items))
-    }
-    .await;
-    let items = state.db.finish(tx, found).await?.ok_or_else(|| ApiError::NotFound(format!("company {company_id}")))?;
+    let tenant = caller.tenant;
+    let found = state
+        .db
+        .read(move |tx| {
+            async move {
+                let items = predictions::history(tx, tenant, company_id, q.from, q.to, after, limit).await?;
+                if items.is_empty() && crate::db::companies::get(tx, tenant, company_id).await?.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(items))
+            }
+            .boxed()
+        })
+        .await?;
+    let items = found.ok_or_else(|| ApiError::NotFound(format!("company {company_id}")))?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(encode_cursor)).flatten();
     Ok(Json(HistoryPage { items, next_cursor }))
 }
@@ -315,14 +321,9 @@ pub async fn latest(
     caller: Caller,
     PathParams(company_id): PathParams<Uuid>,
 ) -> Result<Json<PredictionRecord>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let found = predictions::latest(&mut tx, caller.tenant, company_id).await;
-    let record = state
-        .db
-        .finish(tx, found)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("predictions of company {company_id}")))?;
-    Ok(Json(record))
+    let tenant = caller.tenant;
+    let found = state.db.read(|tx| predictions::latest(tx, tenant, company_id).boxed()).await?;
+    Ok(Json(found.ok_or_else(|| ApiError::NotFound(format!("predictions of company {company_id}")))?))
 }
 
 #[cfg(test)]

@@ -32,13 +32,30 @@ pub struct PgBouncerChildren {
     pub service: Service,
 }
 
+/// PgBouncer's name for the `n`th read replica of database `name`. One entry per replica, not
+/// one entry listing every host: PgBouncer would then pick a host per connection, and the API
+/// could neither measure each replica's lag nor skip the one that lags.
+pub fn replica_database(name: &str, n: usize) -> String {
+    format!("{name}_ro_{n}")
+}
+
 /// The pgbouncer.ini for a platform. Passwords live in the auth file, never here.
 pub fn ini(ctx: &BuildContext) -> String {
     let pg = &ctx.rp.spec.pgbouncer;
     let db = &pg.database;
+    // A replica is the same database on another server, so it is reached under its own name.
+    let replicas: String = db
+        .read_replicas
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            format!("{} = host={} port={} dbname={}\n", replica_database(&db.name, n), r.host, r.port, db.name)
+        })
+        .collect();
     format!(
         "[databases]\n\
          {name} = host={host} port={port} dbname={name}\n\
+         {replicas}\
          \n\
          [pgbouncer]\n\
          listen_addr = 0.0.0.0\n\

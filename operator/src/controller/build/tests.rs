@@ -161,6 +161,37 @@ fn pgbouncer_ini_carries_the_documented_pool_settings_and_no_password() {
 }
 
 #[test]
+fn each_read_replica_gets_a_read_only_pgbouncer_database_and_the_api_is_told_their_names() {
+    let children = build(&fixture("read-replicas.yaml"), &validated("pw")).expect("build");
+    let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
+    let databases: Vec<&str> =
+        ini.lines().skip_while(|l| *l != "[databases]").skip(1).take_while(|l| !l.is_empty()).collect();
+    assert_eq!(
+        databases,
+        [
+            "risk = host=postgres.databases.svc port=5432 dbname=risk",
+            "risk_ro_0 = host=postgres-replica-0.databases.svc port=5432 dbname=risk",
+            "risk_ro_1 = host=10.0.0.12 port=6543 dbname=risk",
+        ]
+    );
+    let api = container(&children.api_deployment, "api");
+    assert_eq!(env(api, "RISK_READ_DATABASES").value.as_deref(), Some("risk_ro_0,risk_ro_1"));
+    assert_eq!(env(api, "PGDATABASE").value.as_deref(), Some("risk"), "writes still go to the primary");
+    // Workers write (and read back what they wrote): they are not given the replicas.
+    let worker = container(&children.worker_deployment, "worker");
+    assert!(worker.env.iter().flatten().all(|e| e.name != "RISK_READ_DATABASES"));
+}
+
+#[test]
+fn without_read_replicas_pgbouncer_has_only_the_primary_and_the_api_no_replica_list() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
+    assert!(!ini.contains("_ro_"), "{ini}");
+    let api = container(&children.api_deployment, "api");
+    assert!(api.env.iter().flatten().all(|e| e.name != "RISK_READ_DATABASES"));
+}
+
+#[test]
 fn no_configmap_or_pod_spec_contains_the_password() {
     let children = build(&fixture("minimal.yaml"), &validated("s3cret-pw")).expect("build");
     let redis = children.redis.as_ref().expect("managed redis");

@@ -100,6 +100,12 @@ fn app_env(ctx: &BuildContext, redis_url: &str) -> Vec<EnvVar> {
 fn api_env(ctx: &BuildContext, mut env: Vec<EnvVar>) -> Vec<EnvVar> {
     env.push(value_env("RISK_LISTEN_ADDR", &format!("0.0.0.0:{API_PORT}")));
     env.push(value_env("RISK_BREAKER_CONFIGMAP", &ctx.names.breaker_configmap));
+    let db = &ctx.rp.spec.pgbouncer.database;
+    if !db.read_replicas.is_empty() {
+        let names: Vec<String> =
+            (0..db.read_replicas.len()).map(|n| super::pgbouncer::replica_database(&db.name, n)).collect();
+        env.push(value_env("RISK_READ_DATABASES", &names.join(",")));
+    }
     env.push(EnvVar {
         name: "POD_NAMESPACE".to_owned(),
         value_from: Some(EnvVarSource {
