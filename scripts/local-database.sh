@@ -18,7 +18,9 @@ command="$1"; dir="$(realpath -m "$2")"; shift 2
 [ -e "$dir/index" ] || die "$dir holds no local cluster (scripts/local-cluster.sh up $dir)"
 index="$(cat "$dir/index")"
 gateway="10.244.$index.1"
-db="$dir/database"
+# The cluster's DIR is root's alone (mktemp -d), which the postgres user cannot enter: the
+# database lives in a directory of its own, recorded in DIR.
+db="$(cat "$dir/database.path" 2>/dev/null || true)"
 bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 [ -x "$bin/postgres" ] || die "PostgreSQL is not installed: run scripts/install-deps.sh"
 export KUBECONFIG="$dir/kube/kubeconfig"
@@ -28,7 +30,9 @@ up() {
   # The kubelet creates the bridge as it starts; PostgreSQL can only listen once it exists.
   for _ in $(seq 1 150); do ip -4 addr show "lcbr$index" 2>/dev/null | grep -q "$gateway" && break; sleep 0.2; done
   ip -4 addr show "lcbr$index" 2>/dev/null | grep -q "$gateway" || die "no bridge lcbr$index with $gateway"
-  mkdir -p "$db"
+  [ -z "$db" ] || die "$dir already has a database in $db"
+  db="$(mktemp -d -t riskplatform-db-XXXXXX)"
+  echo "$db" >"$dir/database.path"
   umask 077
   printf '%s' "$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >"$db/password"
   chown -R postgres:postgres "$db"
@@ -70,8 +74,9 @@ secret() {
 }
 
 down() {
-  [ -d "$db/data" ] || return 0
-  as_postgres "$bin/pg_ctl" -D "$db/data" -m fast -w stop >/dev/null 2>&1 || true
+  [ -n "$db" ] || return 0
+  [ -d "$db/data" ] && as_postgres "$bin/pg_ctl" -D "$db/data" -m fast -w stop >/dev/null 2>&1
+  rm -rf "$db" "$dir/database.path"
 }
 
 case "$command" in

@@ -55,6 +55,8 @@ async fn enabled_persistence_runs_the_seeds_snapshot_points_and_the_append_only_
     assert_eq!(config_get(&mut conn, "save").await?, "900 1 300 10 60 10000");
     assert_eq!(config_get(&mut conn, "appendonly").await?, "yes");
     assert_eq!(config_get(&mut conn, "appendfsync").await?, "everysec");
+    // Other pods are not loopback: protected mode would refuse them all.
+    assert_eq!(config_get(&mut conn, "protected-mode").await?, "no");
     Ok(())
 }
 

@@ -23,12 +23,16 @@ const REDIS_UID: i64 = 999;
 
 /// The redis.conf for a platform. A password, if any, is passed on the command line from the
 /// Secret, never written here. Without persistence nothing is written to disk: `/data` is an
-/// emptyDir and a restart starts empty, which the job queue's sweep recovers from.
+/// emptyDir and a restart starts empty, which the job queue's sweep recovers from. Protected mode
+/// is off: with a config file and no password Redis would otherwise refuse every client but
+/// loopback, i.e. every other pod (the official image turns it off only when it runs without a
+/// config file); access is the Service's, and `passwordSecretRef` adds a password.
 pub fn conf(ctx: &BuildContext) -> String {
     let r = &ctx.rp.spec.redis;
     let p = &r.persistence;
     let mut conf = format!(
         "bind 0.0.0.0\n\
+         protected-mode no\n\
          port {PORT}\n\
          dir /data\n\
          maxmemory {maxmemory}\n\
