@@ -27,6 +27,9 @@ kubectl apply --validate=false -f examples/riskplatform.yaml
 if [ "${local_database:-false}" = true ]; then
   # The example's placeholder password becomes the local database's real one.
   scripts/local-database.sh secret "$dir" default risk-db-credentials
+  # The operator runs on this host, where the local cluster's Prometheus answers on loopback.
+  kubectl patch riskplatform risk --type merge \
+    -p "{\"spec\":{\"prometheus\":{\"url\":\"$(cat "$dir/prometheus.url")\"}}}"
 fi
 echo "operator starting; in another shell: KUBECONFIG=$KUBECONFIG kubectl get riskplatforms"
 exec_status=0

@@ -257,10 +257,10 @@ async fn a_new_model_version_never_serves_a_cached_prediction() -> Result<()> {
     assert_eq!(c.post(&path, json!({"statement": statement(7.0)})).await?.status, StatusCode::OK);
 
     // The same code deployed as a new model version, sharing Redis (the L2 cache).
-    let mut state = riskplatform_api::server::state(&stack.serve_args(&[]))?;
+    let state = riskplatform_api::server::state(&stack.serve_args(&[]))?;
     let mut settings = (*state.settings).clone();
     settings.model_version = "next-model-v2".to_owned();
-    state.settings = std::sync::Arc::new(settings);
+    let state = state.with_settings(settings);
     let new = ApiStack::serve_state(state).await?;
     let c2 = ApiClient::new(&new.url, Some(&key));
     let fresh = c2.post(&path, json!({"statement": statement(7.0)})).await?;
