@@ -45,15 +45,7 @@ impl Redis {
         ]
         .map(str::to_owned)
         .to_vec();
-        let service = Service::start(Recipe {
-            name: "redis",
-            program: "redis-server".to_owned(),
-            args,
-            port,
-            unprivileged: false,
-            stop_signal: "TERM",
-        })?;
-        Ok(Self { service, _dir: dir })
+        Self::run(dir, port, args)
     }
 
     /// A Redis running `conf` (a redis.conf as the operator writes it) with the test's port,
@@ -78,6 +70,11 @@ impl Redis {
             "--bind".to_owned(),
             "127.0.0.1".to_owned(),
         ];
+        Self::run(dir, port, args)
+    }
+
+    /// Starts `redis-server args` listening on `port`, its files in `dir`.
+    fn run(dir: TempDir, port: u16, args: Vec<String>) -> Result<Self> {
         let service = Service::start(Recipe {
             name: "redis",
             program: "redis-server".to_owned(),
