@@ -2,13 +2,12 @@
 //! dir, with trust authentication on loopback and durability off (tests need speed, not crashes).
 
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{bail, Context as _, Result};
 use tempfile::TempDir;
 
 use crate::prometheus::free_port;
-use crate::service::{command_as_postgres, hand_to_postgres, Recipe, Service};
+use crate::service::{command_as_postgres, hand_to_postgres, run_to_success, Recipe, Service};
 
 pub const USER: &str = "risk";
 pub const DATABASE: &str = "risk";
@@ -32,15 +31,12 @@ impl Postgres {
         let dir = tempfile::Builder::new().prefix("postgres-").tempdir()?;
         hand_to_postgres(dir.path())?;
         let data = dir.path().join("data");
-        let out = command_as_postgres(&format!("{bin}/initdb"))
-            .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync", "-D"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .output()
-            .context("running initdb")?;
-        if !out.status.success() {
-            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        run_to_success(
+            command_as_postgres(&format!("{bin}/initdb"))
+                .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync", "-D"])
+                .arg(&data),
+            "initdb",
+        )?;
         let port = free_port()?;
         let service = Service::start(recipe(bin, dir.path(), port, &[]))?;
         let pg = Self { service, dir };

@@ -2,7 +2,6 @@
 //! primary into a temp dir, then a hot standby on a free loopback port that logs every statement
 //! (so tests can tell which server answered a read).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -10,7 +9,7 @@ use tempfile::TempDir;
 
 use crate::postgres::{bin_dir, recipe, Postgres, DATABASE, USER};
 use crate::prometheus::free_port;
-use crate::service::{command_as_postgres, hand_to_postgres, Service};
+use crate::service::{command_as_postgres, hand_to_postgres, run_to_success, Service};
 
 pub struct Standby {
     pub service: Service,
@@ -24,16 +23,13 @@ impl Standby {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("standby-").tempdir()?;
         hand_to_postgres(dir.path())?;
-        let out = command_as_postgres(&format!("{bin}/pg_basebackup"))
-            .args(["-h", "127.0.0.1", "-p", &primary.port().to_string(), "-U", USER])
-            .args(["-X", "stream", "-R", "--no-sync", "-c", "fast", "-D"])
-            .arg(dir.path().join("data"))
-            .stdin(Stdio::null())
-            .output()
-            .context("running pg_basebackup")?;
-        if !out.status.success() {
-            bail!("pg_basebackup failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        run_to_success(
+            command_as_postgres(&format!("{bin}/pg_basebackup"))
+                .args(["-h", "127.0.0.1", "-p", &primary.port().to_string(), "-U", USER])
+                .args(["-X", "stream", "-R", "--no-sync", "-c", "fast", "-D"])
+                .arg(dir.path().join("data")),
+            "pg_basebackup",
+        )?;
         let port = free_port()?;
         // Statements are logged so a test can see the reads it sent land here; feedback keeps
         // the primary's vacuum from cancelling them.

@@ -54,6 +54,15 @@ pub fn command_as_postgres(program: &str) -> Command {
     }
 }
 
+/// Runs `command` to completion; an error names `what` and carries the program's stderr.
+pub fn run_to_success(command: &mut Command, what: &str) -> Result<()> {
+    let out = command.stdin(Stdio::null()).output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 pub fn wait_for_port(port: u16, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
