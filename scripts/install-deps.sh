@@ -33,3 +33,9 @@ if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_
   # Debian's own python3 refuses pip installs outside a virtualenv (PEP 668) unless told otherwise.
   "${pip[@]}" 2>/dev/null || "${pip[@]}" --break-system-packages
 fi
+# The real Helm library: the chart tests (tests/helm) and the end-to-end tests, which install the
+# chart into a local cluster (tests/helm/install.py).
+if ! python3 -c 'import helm_sdkpy, yaml, pytest' 2>/dev/null; then
+  pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --ignore-requires-python helm-sdkpy cffi pytest pyyaml)
+  "${pip[@]}" 2>/dev/null || "${pip[@]}" --break-system-packages
+fi

@@ -74,9 +74,17 @@ up() {
       config="$dir/state/prometheus/prometheus-file-sd.yml"
       echo "local-cluster: this Prometheus lacks kubernetes_sd_configs: using $config" >&2
     fi
+    # On the pod bridge's gateway when there is one, so pods (an in-cluster operator) reach it
+    # as the host does; the kubelet creates the bridge as it starts.
+    local address=127.0.0.1 gateway="10.244.$index.1"
+    if [ -x "$bin_dir/local-kubelet" ]; then
+      for _ in $(seq 1 150); do ip -4 addr show "lcbr$index" 2>/dev/null | grep -q "$gateway" && break; sleep 0.2; done
+      ip -4 addr show "lcbr$index" 2>/dev/null | grep -q "$gateway" || die "the kubelet made no bridge lcbr$index with $gateway"
+      address="$gateway"
+    fi
     start prometheus prometheus --config.file="$config" \
-      --storage.tsdb.path="$dir/prometheus-data" --web.listen-address="127.0.0.1:$port"
-    echo "http://127.0.0.1:$port" >"$dir/prometheus.url"
+      --storage.tsdb.path="$dir/prometheus-data" --web.listen-address="$address:$port"
+    echo "http://$address:$port" >"$dir/prometheus.url"
   fi
   exec {lock_fd}>&-
   echo "export KUBECONFIG=$kubeconfig"

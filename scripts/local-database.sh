@@ -8,12 +8,13 @@
 #
 #   scripts/local-database.sh up DIR     # prints the password file; Secret: see `secret`
 #   scripts/local-database.sh secret DIR NAMESPACE NAME   # creates/updates the credentials Secret
+#   scripts/local-database.sh stop DIR | start DIR   # stop or start the server, data kept (faults)
 #   scripts/local-database.sh down DIR
 set -euo pipefail
 
 die() { echo "local-database: $*" >&2; exit 1; }
 
-[ $# -ge 2 ] || die "usage: $0 up DIR | secret DIR NAMESPACE NAME | down DIR"
+[ $# -ge 2 ] || die "usage: $0 up DIR | secret DIR NAMESPACE NAME | stop DIR | start DIR | down DIR"
 command="$1"; dir="$(realpath -m "$2")"; shift 2
 [ -e "$dir/index" ] || die "$dir holds no local cluster (scripts/local-cluster.sh up $dir)"
 index="$(cat "$dir/index")"
@@ -25,6 +26,11 @@ bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 [ -x "$bin/postgres" ] || die "PostgreSQL is not installed: run scripts/install-deps.sh"
 export KUBECONFIG="$dir/kube/kubeconfig"
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+
+start_server() {
+  as_postgres "$bin/pg_ctl" -D "$db/data" -l "$db/postgres.log" -w \
+    -o "-c listen_addresses=127.0.0.1,$gateway -p 5432 -k $db" start >/dev/null
+}
 
 up() {
   # The kubelet creates the bridge as it starts; PostgreSQL can only listen once it exists.
@@ -40,8 +46,7 @@ up() {
   cat >>"$db/data/pg_hba.conf" <<EOF
 host all all 10.244.$index.0/24 scram-sha-256
 EOF
-  as_postgres "$bin/pg_ctl" -D "$db/data" -l "$db/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1,$gateway -p 5432 -k $db" start >/dev/null
+  start_server
   PGPASSWORD="$(cat "$db/password")" psql -h 127.0.0.1 -p 5432 -U risk -d postgres -qc "CREATE DATABASE risk" \
     || die "could not create the database risk"
 
@@ -73,6 +78,11 @@ secret() {
     --from-file=password="$db/password" --dry-run=client -o yaml | kubectl apply --validate=false -f - >/dev/null
 }
 
+stop_server() {
+  [ -n "$db" ] || die "$dir has no database (run: $0 up $dir)"
+  as_postgres "$bin/pg_ctl" -D "$db/data" -m fast -w stop >/dev/null
+}
+
 down() {
   [ -n "$db" ] || return 0
   [ -d "$db/data" ] && as_postgres "$bin/pg_ctl" -D "$db/data" -m fast -w stop >/dev/null 2>&1
@@ -82,6 +92,8 @@ down() {
 case "$command" in
   up) up ;;
   secret) secret "$@" ;;
+  stop) stop_server ;;
+  start) [ -n "$db" ] || die "$dir has no database (run: $0 up $dir)"; start_server ;;
   down) down ;;
-  *) die "unknown command $command (up, secret, down)" ;;
+  *) die "unknown command $command (up, secret, stop, start, down)" ;;
 esac

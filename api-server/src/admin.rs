@@ -34,17 +34,31 @@ pub async fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
 /// Runs an admin command; prints the new key on stdout (and nothing else there).
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
-        AdminCommand::CreateTenant { name, database } => {
+        AdminCommand::CreateTenant { name, key, database } => {
             let name = name.trim().to_owned();
             if name.is_empty() {
                 bail!("--name must not be empty");
             }
+            let supplied = key
+                .map(|k| auth::parse_key(&k).map(|()| k))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("RISK_ADMIN_KEY: {e}"))?;
             let mut tx = begin(&database).await?;
             let Some(tenant) = tenants::create(&mut tx, &name).await? else { bail!("a tenant named {name:?} exists") };
-            let key = add_key(&mut tx, tenant, Role::Admin).await?;
-            tx.commit().await?;
-            eprintln!("tenant {name} ({tenant}) created; its admin API key (shown once):");
-            println!("{key}");
+            match supplied {
+                Some(key) => {
+                    let digest = auth::digest(&key);
+                    tenants::add_key(&mut tx, tenant, Role::Admin, &digest, &auth::key_prefix(&key)).await?;
+                    tx.commit().await?;
+                    eprintln!("tenant {name} ({tenant}) created with the admin API key from RISK_ADMIN_KEY");
+                }
+                None => {
+                    let key = add_key(&mut tx, tenant, Role::Admin).await?;
+                    tx.commit().await?;
+                    eprintln!("tenant {name} ({tenant}) created; its admin API key (shown once):");
+                    println!("{key}");
+                }
+            }
         }
         AdminCommand::CreateKey { tenant, role, database } => {
             let mut tx = begin(&database).await?;

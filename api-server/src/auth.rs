@@ -87,6 +87,19 @@ pub fn new_key() -> (String, Vec<u8>) {
     (key, digest)
 }
 
+/// Checks that a key someone supplies has the form of the keys this service makes, so a
+/// truncated or quoted value is refused rather than registered.
+pub fn parse_key(key: &str) -> Result<(), String> {
+    let Some(hex) = key.strip_prefix(KEY_PREFIX) else { return Err(format!("must start with {KEY_PREFIX:?}")) };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(format!(
+            "must be {KEY_PREFIX:?} followed by 64 lowercase hex digits (it has {} characters after the prefix)",
+            hex.len()
+        ));
+    }
+    Ok(())
+}
+
 pub fn digest(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
@@ -155,5 +168,20 @@ mod tests {
         assert_ne!(da, db);
         assert_eq!(da.len(), 32);
         assert!(!hex(&da).contains(&a[4..]));
+    }
+
+    #[test]
+    fn a_supplied_key_must_have_the_form_of_a_generated_one() {
+        assert_eq!(parse_key(&new_key().0), Ok(()));
+        for bad in [
+            "",
+            "rpk_",
+            "rpk_abc",
+            &format!("rpk_{}", "A".repeat(64)),
+            &format!("key_{}", "a".repeat(64)),
+            &format!("rpk_{}\n", "a".repeat(64)),
+        ] {
+            assert!(parse_key(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

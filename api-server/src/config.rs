@@ -40,9 +40,14 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
     /// Create a tenant and print its first admin API key (shown once; only a hash is stored).
+    /// With RISK_ADMIN_KEY set (for example from a Secret in a Job), that key is registered
+    /// instead and nothing is printed, so the key never reaches a log.
     CreateTenant {
         #[arg(long)]
         name: String,
+        /// Read from the environment only, like PGPASSWORD.
+        #[arg(skip = std::env::var("RISK_ADMIN_KEY").ok().filter(|k| !k.is_empty()))]
+        key: Option<String>,
         #[command(flatten)]
         database: DatabaseArgs,
     },

@@ -88,6 +88,11 @@ struct Tracked {
     /// Failures since the last success, whatever the breaker's state (the operator reads it; the
     /// breaker's own streak restarts when it closes).
     consecutive: u64,
+    /// Whether the dependency has answered once. Until then its failures are this pod starting
+    /// before it (a Service without ready endpoints yet), not an outage: they trip neither this
+    /// pod's breaker nor the streak the operator reads, which would otherwise hold a whole new
+    /// platform off its Redis for the 60 s recovery timeout.
+    reached: bool,
 }
 
 /// Per-dependency accounting shared by every request and worker task of this process.
@@ -102,7 +107,7 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(config: BreakerConfig, registry: &mut Registry) -> Self {
-        let tracked = || Mutex::new(Tracked { breaker: LocalBreaker::new(config), consecutive: 0 });
+        let tracked = || Mutex::new(Tracked { breaker: LocalBreaker::new(config), consecutive: 0, reached: false });
         let deps = Self {
             started: Instant::now(),
             tracked: [tracked(), tracked()],
@@ -187,6 +192,10 @@ impl Deps {
         }
         let now = self.now_ms();
         let mut t = self.tracked(d);
+        if outage && !t.reached {
+            return;
+        }
+        t.reached = true;
         t.consecutive = if outage { t.consecutive + 1 } else { 0 };
         self.consecutive.get_or_create(&l).set(i64::try_from(t.consecutive).unwrap_or(i64::MAX));
         if let Some(to) = t.breaker.record(!outage, now) {
@@ -276,4 +285,40 @@ fn whole_seconds(ms: i64) -> u64 {
 
 fn label(d: Dependency) -> DependencyLabel {
     DependencyLabel { dependency: d.as_str() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deps() -> Deps {
+        Deps::new(BreakerConfig::default(), &mut Registry::default())
+    }
+
+    #[test]
+    fn failures_before_a_dependency_ever_answered_do_not_open_its_breaker() {
+        let deps = deps();
+        for _ in 0..50 {
+            assert!(deps.admit(Dependency::Redis).is_ok(), "still starting: calls go out");
+            deps.record(Dependency::Redis, true);
+        }
+        assert_eq!(deps.state(Dependency::Redis), State::Closed);
+        assert_eq!(deps.failures.get_or_create(&label(Dependency::Redis)).get(), 50, "still counted as failures");
+        assert_eq!(deps.consecutive.get_or_create(&label(Dependency::Redis)).get(), 0, "but not as a streak");
+    }
+
+    #[test]
+    fn failures_after_the_first_answer_open_the_breaker_as_before() {
+        let deps = deps();
+        deps.record(Dependency::Redis, false);
+        for _ in 0..50 {
+            if deps.admit(Dependency::Redis).is_err() {
+                break;
+            }
+            deps.record(Dependency::Redis, true);
+        }
+        assert_eq!(deps.state(Dependency::Redis), State::Open);
+        assert!(deps.admit(Dependency::Redis).is_err());
+        assert_eq!(deps.state(Dependency::Database), State::Closed, "the other dependency is untouched");
+    }
 }

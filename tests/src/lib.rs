@@ -7,6 +7,7 @@ pub mod load;
 pub mod localcluster;
 pub mod operator;
 pub mod pgbouncer;
+pub mod platform;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;

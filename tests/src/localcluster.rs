@@ -119,6 +119,26 @@ impl LocalCluster {
         .await
     }
 
+    /// Runs `scripts/local-database.sh COMMAND DIR ARGS...` for this cluster's database: `up`
+    /// starts a PostgreSQL the pods reach as `postgres.databases.svc:5432` (user and database
+    /// `risk`), `secret NS NAME` writes its credentials Secret, `stop`/`start` stop and restart it.
+    pub fn database(&self, command: &str, args: &[&str]) -> Result<()> {
+        let dir = self.started.as_ref().context("a database exists only on a local cluster")?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/local-database.sh");
+        let out = Command::new(script).arg(command).arg(dir.path()).args(args).output()?;
+        if !out.status.success() {
+            bail!("local-database.sh {command} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// The local database's password (for a test playing the database's administrator).
+    pub fn database_password(&self) -> Result<String> {
+        let dir = self.started.as_ref().context("a database exists only on a local cluster")?;
+        let db = std::fs::read_to_string(dir.path().join("database.path")).context("no database is up")?;
+        Ok(std::fs::read_to_string(Path::new(db.trim()).join("password"))?)
+    }
+
     /// Prints the end of every component log and every container log under the state dir.
     pub fn dump_logs(&self) {
         let Some(dir) = &self.started else { return };
@@ -155,6 +175,9 @@ impl Drop for LocalCluster {
             self.dump_logs();
         }
         if let Some(dir) = &self.started {
+            if dir.path().join("database.path").exists() {
+                let _ = self.database("down", &[]);
+            }
             let _ = Command::new(script()).arg("down").arg(dir.path()).output();
         }
     }

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::PostParams;
 use kube::Api;
@@ -44,6 +45,13 @@ async fn every_example_is_accepted_by_the_api_server() -> Result<()> {
                     Api::<Secret>::namespaced(client.clone(), &namespace)
                         .create(&PostParams::default(), &secret)
                         .await?;
+                }
+                "Job" => {
+                    let job: Job = serde_json::from_value(value)?;
+                    Api::<Job>::namespaced(client.clone(), &namespace)
+                        .create(&PostParams::default(), &job)
+                        .await
+                        .with_context(|| format!("{} was rejected", path.display()))?;
                 }
                 other => anyhow::bail!("{}: unexpected kind {other}", path.display()),
             }
