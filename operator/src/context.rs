@@ -31,6 +31,8 @@ pub struct Context {
     pub autoscale_interval: Duration,
     /// The stores reconciles and the autoscaler read.
     pub caches: Caches,
+    /// The autoscaler's state between status writes.
+    pub autoscale_memo: crate::autoscale::memo::Memo,
     /// The watches behind `caches`, until the controller (or a bench) takes them to poll.
     feeds: Mutex<Option<Feeds>>,
 }
@@ -41,6 +43,7 @@ impl Context {
         let (caches, feeds) = cache::start(&client, namespace.as_deref());
         Self {
             caches,
+            autoscale_memo: Default::default(),
             feeds: Mutex::new(Some(feeds)),
             recorder: Recorder::new(client.clone(), reporter),
             client,

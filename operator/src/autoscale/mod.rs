@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod history;
+pub mod memo;
 pub mod prometheus;
 pub mod queries;
 
@@ -58,9 +59,9 @@ fn custom_query(spec: &RiskPlatformSpec, signal: Signal) -> Option<String> {
     }
 }
 
-/// Platforms evaluated at once: each sends a few writes, so a handful in flight keeps an
-/// evaluation of a thousand platforms within seconds without flooding the API server.
-const CONCURRENT_PLATFORMS: usize = 16;
+/// Platforms evaluated at once: most send nothing (their status is only written on a change that
+/// matters), so the bound mostly paces the ticks where many must write at once.
+const CONCURRENT_PLATFORMS: usize = 64;
 
 /// Runs the loop every `interval` until `shutdown` resolves.
 pub async fn run(
@@ -117,6 +118,8 @@ pub async fn evaluate_all(ctx: &Context, platforms: &[Arc<RiskPlatform>]) {
             }
         })
         .await;
+    let present = platforms.iter().filter_map(|rp| Some((rp.namespace()?, rp.name_any()))).collect();
+    ctx.autoscale_memo.retain(&present);
     let elapsed = started.elapsed();
     ctx.metrics.scaling.evaluation.observe(elapsed.as_secs_f64());
     info!(platforms = platforms.len(), elapsed_ms = elapsed.as_millis() as u64, "evaluated breakers and autoscaling");
@@ -135,7 +138,10 @@ pub async fn scale_platform(
     let Some(namespace) = rp.namespace() else { return Ok(()) };
     let names = names(rp);
     let config = policy_config(&rp.spec);
-    let previous = rp.status.as_ref().and_then(|s| s.autoscaling.clone()).unwrap_or_default();
+    let stored = rp.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+    let memo_key = (namespace.clone(), rp.name_any());
+    let uid = rp.uid().unwrap_or_default();
+    let previous = ctx.autoscale_memo.previous(&memo_key, &uid, stored);
     let hpas = ctx.caches.hpas.state_filter(|h| h.namespace().as_deref() == Some(namespace.as_str()));
     let competing = hpa::competing(hpas.iter().map(|h| h.as_ref()), &[&names.api, &names.workers]);
 
@@ -203,7 +209,13 @@ pub async fn scale_platform(
             Component::Workers => next.workers = updated,
         }
     }
-    write_status(ctx, rp, &namespace, &next, &unavailable).await
+    // A failure count matters to a restart only while a fallback waits for it.
+    let counted =
+        [config.api, config.workers].map(|b| b.fallback_replicas.map_or(0, |_| config.fallback_after_failures));
+    let written = write_status(ctx, rp, &namespace, &next, &unavailable, counted, now).await?;
+    let base = if written { Some(next.clone()) } else { stored.cloned() };
+    ctx.autoscale_memo.remember(memo_key, uid, base, next);
+    Ok(())
 }
 
 /// Publishes an Event on the platform; `deployment` as the related object keeps the recorder from
@@ -235,13 +247,18 @@ async fn publish(
     }
 }
 
+/// Writes the autoscaling status and the MetricsUnavailable condition when either changed in a
+/// way that matters or the status is due for a refresh ([`memo::worth_writing`]); returns
+/// whether it wrote.
 async fn write_status(
     ctx: &Context,
     rp: &RiskPlatform,
     namespace: &str,
     next: &AutoscalingStatus,
     unavailable: &[String],
-) -> Result<()> {
+    counted: [u32; 2],
+    now: i64,
+) -> Result<bool> {
     let previous = rp.status.as_ref().and_then(|s| s.condition(condition::METRICS_UNAVAILABLE).cloned());
     let status = if unavailable.is_empty() { "False" } else { "True" };
     let (reason, message) = if unavailable.is_empty() {
@@ -264,6 +281,14 @@ async fn write_status(
         observed_generation: rp.metadata.generation,
         last_transition_time: transition,
     };
+    let stored = rp.status.as_ref().and_then(|s| s.autoscaling.as_ref());
+    let same_condition = previous.as_ref().is_some_and(|p| {
+        (&p.status, &p.reason, &p.message, p.observed_generation)
+            == (&condition.status, &condition.reason, &condition.message, condition.observed_generation)
+    });
+    if same_condition && !memo::worth_writing(stored, next, counted, now) {
+        return Ok(false);
+    }
     let body = json!({
         "apiVersion": RiskPlatform::api_version(&()),
         "kind": RiskPlatform::kind(&()),
@@ -271,5 +296,5 @@ async fn write_status(
     });
     let api: Api<RiskPlatform> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch_status(&rp.name_any(), &PatchParams::apply(AUTOSCALER_MANAGER).force(), &Patch::Apply(&body)).await?;
-    Ok(())
+    Ok(true)
 }

@@ -48,9 +48,10 @@ fn operator_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+/// A `/proc/PID/status` figure in KiB: `VmRSS` now, `VmHWM` the peak so far.
+fn proc_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("VmRSS")?;
+    let line = status.lines().find(|l| l.starts_with(field)).context("no such field")?;
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
@@ -70,22 +71,57 @@ async fn create_platforms(api: &Api<RiskPlatform>, n: usize, prometheus: &str) -
     Ok(())
 }
 
-/// API requests counted so far, by verb.
-fn requests_by_verb(metrics: &Metrics) -> Result<BTreeMap<String, f64>> {
-    let text = metrics.encode()?;
-    let mut by_verb = BTreeMap::new();
+/// API requests counted so far, by (verb, kind).
+type Requests = BTreeMap<(String, String), f64>;
+
+/// The request counters in a metrics exposition (in-process or scraped from the operator).
+fn requests_in(text: &str) -> Result<Requests> {
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_owned)
+    };
+    let mut requests = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("riskplatform_operator_api_requests_total{")) {
-        let verb = line.split("verb=\"").nth(1).and_then(|r| r.split('"').next()).context("verb")?;
+        let verb = label(line, "verb").context("verb")?;
+        let kind = label(line, "kind").context("kind")?;
         let value: f64 = line.rsplit(' ').next().context("value")?.parse()?;
-        *by_verb.entry(verb.to_owned()).or_insert(0.0) += value;
+        *requests.entry((verb, kind)).or_insert(0.0) += value;
     }
-    Ok(by_verb)
+    Ok(requests)
 }
 
+fn requests_by_verb(metrics: &Metrics) -> Result<Requests> {
+    requests_in(&metrics.encode()?)
+}
+
+const WRITES: [&str; 4] = ["create", "update", "patch", "delete"];
+
 /// (GETs, LISTs, writes) sent between two snapshots.
-fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, f64, f64) {
-    let d = |verb: &str| after.get(verb).copied().unwrap_or(0.0) - before.get(verb).copied().unwrap_or(0.0);
-    (d("get"), d("list"), d("create") + d("update") + d("patch") + d("delete"))
+fn delta(before: &Requests, after: &Requests) -> (f64, f64, f64) {
+    let d = |verb: &str| {
+        after
+            .iter()
+            .filter(|((v, _), _)| v == verb)
+            .map(|(k, n)| n - before.get(k).copied().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    (d("get"), d("list"), WRITES.iter().map(|v| d(v)).sum())
+}
+
+/// Writes between two snapshots by `verb kind`, largest first, for the breakdown lines.
+fn writes_by_kind(before: &Requests, after: &Requests) -> String {
+    let mut writes: Vec<(String, f64)> = after
+        .iter()
+        .filter(|((verb, _), _)| WRITES.contains(&verb.as_str()))
+        .map(|(k, n)| (format!("{} {}", k.0, k.1), n - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    writes.sort_by(|a, b| b.1.total_cmp(&a.1));
+    writes.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The value of an unlabelled counter in a metrics exposition.
+fn counter_in(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
 struct Pass {
@@ -121,9 +157,10 @@ async fn main() -> Result<()> {
     let converge_ns = platform_namespace(&client, "bench-converge").await?;
     let converge_api: Api<RiskPlatform> = Api::namespaced(client.clone(), &converge_ns);
     create_platforms(&converge_api, n, &prometheus.url).await?;
+    let admin = format!("127.0.0.1:{}", riskplatform_tests::prometheus::free_port()?);
     let mut child = std::process::Command::new(operator_binary()?)
         .env("KUBECONFIG", cluster.kubeconfig())
-        .env("RISK_OPERATOR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("RISK_OPERATOR_LISTEN_ADDR", &admin)
         .env("RISK_OPERATOR_NAMESPACE", &converge_ns)
         .env("RISK_OPERATOR_LEADER_ELECTION", "false")
         .env("RUST_LOG", "warn")
@@ -140,12 +177,23 @@ async fn main() -> Result<()> {
         Ok(started.elapsed())
     })
     .await;
+    let scraped =
+        async { Ok::<_, anyhow::Error>(reqwest::get(format!("http://{admin}/metrics")).await?.text().await?) };
+    let scraped = scraped.await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = rss_kib(child.id());
+    let rss = proc_kib(child.id(), "VmRSS:");
+    let peak = proc_kib(child.id(), "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
     let converged = converged?;
-    let rss = rss? as f64 / 1024.0;
+    let scraped = scraped?;
+    let convergence = Convergence {
+        took: converged,
+        rss_mib: rss? as f64 / 1024.0,
+        peak_mib: peak? as f64 / 1024.0,
+        reconciles: counter_in(&scraped, "riskplatform_operator_reconcile_runs_total"),
+        requests: requests_in(&scraped)?,
+    };
 
     // 2. Reconciles in-process, with caches over the whole cluster (the N converged platforms
     // and their children included): first reconciles of fresh platforms, then steady-state
@@ -166,17 +214,24 @@ async fn main() -> Result<()> {
     let steady = reconcile_pass(&ctx, &metrics, &converge_api, sample).await?;
 
     // 3. One evaluation of the breakers and the autoscaler over all N converged platforms.
-    let store = Api::<RiskPlatform>::namespaced(client.clone(), &converge_ns).list(&Default::default()).await?;
-    let platforms: Vec<Arc<RiskPlatform>> = store.items.into_iter().map(Arc::new).collect();
+    // Each evaluation reads the platforms as the one before left them, as the next tick would.
     let mut evaluations = Vec::new();
     for _ in 0..2 {
+        let store = Api::<RiskPlatform>::namespaced(client.clone(), &converge_ns).list(&Default::default()).await?;
+        let platforms: Vec<Arc<RiskPlatform>> = store.items.into_iter().map(Arc::new).collect();
         let queries_before = query_count(&metrics)?;
         let before = requests_by_verb(&metrics)?;
         let start = Instant::now();
         riskplatform_operator::autoscale::evaluate_all(&ctx, &platforms).await;
         let elapsed = start.elapsed();
         let queries = query_count(&metrics)? - queries_before;
-        evaluations.push((elapsed, queries, delta(&before, &requests_by_verb(&metrics)?)));
+        let after = requests_by_verb(&metrics)?;
+        evaluations.push(Evaluation {
+            elapsed,
+            queries,
+            requests: delta(&before, &after),
+            writes: writes_by_kind(&before, &after),
+        });
     }
 
     let passes = [
@@ -184,7 +239,7 @@ async fn main() -> Result<()> {
         ("first reconcile after a restart", &restarted),
         ("steady-state reconcile", &steady),
     ];
-    print_table(n, sample, &passes, rss, converged, &evaluations);
+    print_table(n, sample, &passes, &convergence, &evaluations);
     Ok(())
 }
 
@@ -197,14 +252,27 @@ fn query_count(metrics: &Metrics) -> Result<f64> {
     Ok(total)
 }
 
-type Evaluation = (Duration, f64, (f64, f64, f64));
+/// The operator process's convergence of every platform: time, memory and what it sent.
+struct Convergence {
+    took: Duration,
+    rss_mib: f64,
+    peak_mib: f64,
+    reconciles: f64,
+    requests: Requests,
+}
+
+struct Evaluation {
+    elapsed: Duration,
+    queries: f64,
+    requests: (f64, f64, f64),
+    writes: String,
+}
 
 fn print_table(
     n: usize,
     sample: usize,
     passes: &[(&str, &Pass)],
-    rss_mib: f64,
-    converged: Duration,
+    convergence: &Convergence,
     evaluations: &[Evaluation],
 ) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -225,11 +293,22 @@ fn print_table(
             per(pass.writes)
         );
     }
-    println!("| operator RSS after sync | {rss_mib:.1} MiB |");
-    println!("| all {n} platforms converged from empty | {:.1} s |", converged.as_secs_f64());
-    for (i, (elapsed, queries, (gets, lists, writes))) in evaluations.iter().enumerate() {
+    let c = convergence;
+    println!("| operator RSS after sync (peak) | {:.1} MiB ({:.1} MiB) |", c.rss_mib, c.peak_mib);
+    println!("| all {n} platforms converged from empty | {:.1} s |", c.took.as_secs_f64());
+    let (gets, lists, writes) = delta(&Requests::new(), &c.requests);
+    println!(
+        "| convergence: reconciles, API requests | {} reconciles; {gets} GET, {lists} LIST, {writes} writes ({}) |",
+        c.reconciles,
+        writes_by_kind(&Requests::new(), &c.requests)
+    );
+    for (i, e) in evaluations.iter().enumerate() {
         let which = if i == 0 { "first" } else { "next" };
-        println!("| {which} breaker + autoscaler evaluation of {n} platforms | {:.0} ms |", ms(*elapsed));
-        println!("| {which} evaluation: Prometheus queries, API requests | {queries} queries; {gets} GET, {lists} LIST, {writes} writes |");
+        let (gets, lists, writes) = e.requests;
+        println!("| {which} breaker + autoscaler evaluation of {n} platforms | {:.0} ms |", ms(e.elapsed));
+        println!(
+            "| {which} evaluation: Prometheus queries, API requests | {} queries; {gets} GET, {lists} LIST, {writes} writes ({}) |",
+            e.queries, e.writes
+        );
     }
 }
