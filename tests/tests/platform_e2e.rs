@@ -136,3 +136,180 @@ async fn install_and_use(live: &LivePlatform, ready_after: Duration) -> Result<(
     );
     Ok(())
 }
+
+/// Deletes `pod` with kubectl, as a user (or a node failure) would.
+fn delete_pod(live: &LivePlatform, pod: &str) -> Result<()> {
+    live.kubectl(&["-n", NAMESPACE, "delete", "pod", pod, "--wait=false"], None).map(|_| ())
+}
+
+/// The name and uid of one of the component's pods (a StatefulSet's replacement has the same
+/// name, so recovery is told apart by uid).
+async fn first_pod(live: &LivePlatform, component: &str) -> Result<(String, String)> {
+    live.pods(component)
+        .await?
+        .into_iter()
+        .find_map(|p| Some((p.metadata.name?, p.metadata.uid?)))
+        .with_context(|| format!("no {component} pod"))
+}
+
+/// Waits until the component has `count` Ready pods again, none of them the one with uid
+/// `gone`; returns the seconds it took.
+async fn recovered(live: &LivePlatform, component: &str, gone: &str, count: usize) -> Result<f64> {
+    let started = Instant::now();
+    eventually(Duration::from_secs(180), || async {
+        let pods = live.pods(component).await?;
+        let ready: Vec<_> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && p.metadata.uid.as_deref() != Some(gone))
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .collect();
+        ensure!(ready.len() >= count, "{component}: {} of {count} pods Ready", ready.len());
+        Ok(())
+    })
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleted_pods_come_back_and_a_bulk_job_still_completes_with_every_row_once() -> Result<()> {
+    let (live, _) = installed_and_ready(json!({})).await?;
+    or_dump_logs(self_healing(&live).await, &live);
+    Ok(())
+}
+
+async fn self_healing(live: &LivePlatform) -> Result<()> {
+    let key = live.create_tenant(Duration::from_secs(120)).await?;
+    let api = live.api(Some(&key)).await?;
+    let company = create_company(&api, "HEAL").await?;
+    let url = format!("{}/api/v1/companies/{company}", api.base);
+    let load = |seconds: u64| {
+        let (url, key) = (url.clone(), key.clone());
+        tokio::spawn(riskplatform_tests::load::open_loop(50.0, Duration::from_secs(seconds), move |_| {
+            riskplatform_tests::load::Spec {
+                method: reqwest::Method::GET,
+                url: url.clone(),
+                key: Some(key.clone()),
+                body: None,
+            }
+        }))
+    };
+
+    // An API pod deleted under steady load.
+    let api_pods = live.pods("api").await?.len();
+    let traffic = load(20);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (victim, uid) = first_pod(live, "api").await?;
+    delete_pod(live, &victim)?;
+    let seconds = recovered(live, "api", &uid, api_pods).await?;
+    let report = traffic.await?;
+    let failed = report.failed + report.statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum::<u64>();
+    eprintln!("figure: self-healing: API pod deleted under 50 req/s: {failed} of {} requests failed, {api_pods} Ready again in {seconds:.1} s", report.sent);
+
+    // A worker pod deleted in the middle of a bulk job.
+    let rows = 40_000;
+    let accepted = api.upload(bulk_csv(rows, None), "").await?;
+    ensure!(accepted.status == StatusCode::ACCEPTED, "bulk upload: {} {}", accepted.status, accepted.text);
+    let job = accepted.body["id"].as_str().context("job id")?.to_owned();
+    api.wait_job(&job, Duration::from_secs(60), |b| {
+        b["processed_rows"].as_u64().is_some_and(|n| n > 0) || b["status"] == "completed"
+    })
+    .await?;
+    let worker_pods = live.pods("worker").await?.len();
+    let (victim, uid) = first_pod(live, "worker").await?;
+    delete_pod(live, &victim)?;
+    let at_deletion = api.get(&format!("/api/v1/jobs/{job}")).await?.body;
+    let processed = at_deletion["processed_rows"].as_u64().unwrap_or_default();
+    ensure!(at_deletion["status"] != "completed", "the job finished before the worker was deleted: {at_deletion}");
+    let done = api.wait_finished(&job, Duration::from_secs(300)).await?;
+    ensure!(done["status"] == "completed" && done["processed_rows"].as_u64() == Some(rows as u64), "{done}");
+    let results = api.get(&format!("/api/v1/jobs/{job}/results")).await?.text;
+    let mut seen: Vec<&str> = results.lines().skip(1).filter_map(|l| l.split(',').next()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    ensure!(
+        seen.len() == rows && results.lines().count() == rows + 1,
+        "every row once: {} distinct of {} lines",
+        seen.len(),
+        results.lines().count() - 1
+    );
+    let seconds = recovered(live, "worker", &uid, worker_pods).await?;
+    eprintln!("figure: self-healing: worker pod deleted mid-job ({processed} of {rows} rows done): all rows once; {worker_pods} workers Ready again in {seconds:.1} s");
+
+    // The PgBouncer and Redis pods: each comes back and the API serves again.
+    for component in ["pgbouncer", "redis"] {
+        let count = live.pods(component).await?.len();
+        let (victim, uid) = first_pod(live, component).await?;
+        let started = Instant::now();
+        delete_pod(live, &victim)?;
+        recovered(live, component, &uid, count).await?;
+        let write = eventually(Duration::from_secs(120), || async {
+            let r = api
+                .post(
+                    &format!("/api/v1/companies/{company}/predictions"),
+                    json!({ "statement": statement(started.elapsed().as_secs_f64()) }),
+                )
+                .await?;
+            ensure!(r.status == StatusCode::CREATED, "prediction after {component} deletion: {} {}", r.status, r.text);
+            Ok(())
+        })
+        .await;
+        write?;
+        eprintln!(
+            "figure: self-healing: {component} pod deleted: uncached predictions succeed again after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_is_refused_at_apply_or_shown_as_degraded_without_disturbing_what_runs() -> Result<()> {
+    let (live, _) = installed_and_ready(json!({})).await?;
+    or_dump_logs(bad_input(&live).await, &live);
+    Ok(())
+}
+
+async fn bad_input(live: &LivePlatform) -> Result<()> {
+    // An invalid platform is refused by the API server with the CRD's message.
+    let invalid = json!({ "apiVersion": "riskplatform.io/v1alpha1", "kind": "RiskPlatform", "metadata": { "name": "broken" },
+        "spec": { "pgbouncer": { "database": { "host": "db", "name": "risk" }, "credentialsSecretRef": { "name": "x" } },
+                  "autoscaling": { "api": { "minReplicas": 5, "maxReplicas": 2 } } } });
+    let refused = live.kubectl(&["apply", "--validate=false", "-n", NAMESPACE, "-f", "-"], Some(&invalid.to_string()));
+    let message = format!("{:#}", refused.err().context("an API with minReplicas above maxReplicas was accepted")?);
+    ensure!(
+        message.contains("minReplicas") || message.contains("maxReplicas"),
+        "the refusal does not name the field: {message}"
+    );
+    eprintln!("figure: bad input: refused at apply: {}", message.lines().last().unwrap_or_default());
+
+    // A second platform whose credentials Secret does not exist: Degraded with the reason.
+    let missing = json!({ "apiVersion": "riskplatform.io/v1alpha1", "kind": "RiskPlatform", "metadata": { "name": "nocreds" },
+        "spec": { "pgbouncer": { "database": { "host": "postgres.databases.svc", "name": "risk" }, "credentialsSecretRef": { "name": "no-such-secret" } } } });
+    live.kubectl(&["apply", "--validate=false", "-n", NAMESPACE, "-f", "-"], Some(&missing.to_string()))?;
+    let platforms = live.platforms();
+    let reason = eventually(Duration::from_secs(60), || async {
+        let rp = platforms.get("nocreds").await?;
+        let conditions = rp.status.map(|s| s.conditions).unwrap_or_default();
+        let degraded =
+            conditions.iter().find(|c| c.type_ == "Degraded" && c.status == "True").context("not Degraded yet")?;
+        ensure!(
+            degraded.message.contains("no-such-secret"),
+            "Degraded without naming the Secret: {}",
+            degraded.message
+        );
+        Ok(format!("{}: {}", degraded.reason, degraded.message))
+    })
+    .await?;
+    eprintln!("figure: bad input: missing credentials Secret: Degraded ({reason})");
+
+    // The platform that was running is untouched: still Ready, still serving.
+    live.wait_ready(Duration::from_secs(10)).await?;
+    let health = live.api(None).await?.get("/health/ready").await?;
+    ensure!(health.status == StatusCode::OK, "the running platform's API: {} {}", health.status, health.text);
+    Ok(())
+}
