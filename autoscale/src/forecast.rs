@@ -62,10 +62,6 @@ impl<'a> Indexed<'a> {
         self.samples[a..b].iter().map(|(_, v)| *v).reduce(f64::max)
     }
 
-    pub fn first_time(&self) -> Option<i64> {
-        self.samples.first().map(|(t, _)| *t)
-    }
-
     /// Sample times with `from <= t <= to`.
     pub fn times(&self, from: i64, to: i64) -> impl Iterator<Item = i64> + '_ {
         let (a, b) = self.range(from, to);
@@ -73,19 +69,41 @@ impl<'a> Indexed<'a> {
     }
 }
 
+/// The minute history around the two places a seasonal factor reads (one day and one week before
+/// the forecasts), indexed separately: a week is ten thousand samples, but the forecasts of one
+/// decision only read a few hours of it at each place.
+pub struct History<'a> {
+    first: Option<i64>,
+    day: Indexed<'a>,
+    week: Indexed<'a>,
+}
+
+impl<'a> History<'a> {
+    /// The history for forecasts made in `[from, to]` up to `horizon` seconds ahead.
+    pub fn new(samples: &'a [(i64, f64)], from: i64, to: i64, horizon: i64) -> Self {
+        let w = SEASONAL_SMOOTHING_SECONDS;
+        let around = |period: i64| {
+            let a = samples.partition_point(|(t, _)| *t < from - period - w);
+            let b = samples.partition_point(|(t, _)| *t <= to + horizon - period + w);
+            Indexed::new(&samples[a..b.max(a)])
+        };
+        Self { first: samples.first().map(|(t, _)| *t), day: around(DAY_SECONDS), week: around(WEEK_SECONDS) }
+    }
+}
+
 /// How the rate moved from `at` to `at + horizon` one day and one week earlier, as a factor, and
 /// which periods the history covered; 1 without history.
-pub fn seasonal_factor(history: &Indexed, at: i64, horizon: i64) -> (f64, Seasonality) {
+pub fn seasonal_factor(history: &History, at: i64, horizon: i64) -> (f64, Seasonality) {
     let w = SEASONAL_SMOOTHING_SECONDS;
-    let covered = |period: i64| history.first_time().is_some_and(|first| first <= at - period - w);
-    let factor_of = |period: i64| {
-        let before = history.mean(at - period - w, at - period + w)?;
-        let after = history.mean(at + horizon - period - w, at + horizon - period + w)?;
+    let covered = |period: i64| history.first.is_some_and(|first| first <= at - period - w);
+    let factor_of = |period: i64, season: &Indexed| {
+        let before = season.mean(at - period - w, at - period + w)?;
+        let after = season.mean(at + horizon - period - w, at + horizon - period + w)?;
         let f = after / before;
         (before > 0.0 && f.is_finite()).then(|| f.clamp(SEASONAL_FACTOR_RANGE.0, SEASONAL_FACTOR_RANGE.1))
     };
-    let daily = covered(DAY_SECONDS).then(|| factor_of(DAY_SECONDS)).flatten();
-    let weekly = covered(WEEK_SECONDS).then(|| factor_of(WEEK_SECONDS)).flatten();
+    let daily = covered(DAY_SECONDS).then(|| factor_of(DAY_SECONDS, &history.day)).flatten();
+    let weekly = covered(WEEK_SECONDS).then(|| factor_of(WEEK_SECONDS, &history.week)).flatten();
     match (daily, weekly) {
         (Some(d), Some(w)) => ((d * w).sqrt(), Seasonality::DailyAndWeekly),
         (Some(d), None) => (d, Seasonality::Daily),
@@ -95,7 +113,7 @@ pub fn seasonal_factor(history: &Indexed, at: i64, horizon: i64) -> (f64, Season
 
 /// The point forecast at `at` of the rate `horizon` seconds later: the level times the seasonal
 /// factor.
-pub fn point(recent: &Indexed, history: &Indexed, at: i64, horizon: i64) -> Option<(f64, Seasonality)> {
+pub fn point(recent: &Indexed, history: &History, at: i64, horizon: i64) -> Option<(f64, Seasonality)> {
     let level = recent.mean(at - LEVEL_SECONDS, at)?;
     let (factor, seasonality) = seasonal_factor(history, at, horizon);
     Some((level * factor, seasonality))

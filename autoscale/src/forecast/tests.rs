@@ -31,7 +31,7 @@ fn means_and_peaks_cover_exactly_their_window() {
 #[test]
 fn the_seasonal_factor_repeats_the_move_seen_one_day_earlier() {
     let history = series(NOW - 2 * DAY_SECONDS, NOW, 60, doubling_at);
-    let (factor, seasonality) = seasonal_factor(&Indexed::new(&history), NOW, 600);
+    let (factor, seasonality) = seasonal_factor(&History::new(&history, NOW, NOW, 600), NOW, 600);
     assert_eq!(seasonality, Seasonality::Daily);
     assert_eq!(factor, 2.0, "yesterday doubled within the next 10 minutes");
 }
@@ -39,15 +39,15 @@ fn the_seasonal_factor_repeats_the_move_seen_one_day_earlier() {
 #[test]
 fn a_week_of_history_adds_the_weekly_season_and_none_gives_a_flat_forecast() {
     let week = series(NOW - WEEK_SECONDS - 3600, NOW, 60, doubling_at);
-    assert_eq!(seasonal_factor(&Indexed::new(&week), NOW, 600).1, Seasonality::DailyAndWeekly);
+    assert_eq!(seasonal_factor(&History::new(&week, NOW, NOW, 600), NOW, 600).1, Seasonality::DailyAndWeekly);
     let hours = series(NOW - 7200, NOW, 60, doubling_at);
-    assert_eq!(seasonal_factor(&Indexed::new(&hours), NOW, 600), (1.0, Seasonality::None));
+    assert_eq!(seasonal_factor(&History::new(&hours, NOW, NOW, 600), NOW, 600), (1.0, Seasonality::None));
 }
 
 #[test]
 fn a_one_off_event_a_day_earlier_moves_the_forecast_by_at_most_a_factor_of_two() {
     let history = series(NOW - 2 * DAY_SECONDS, NOW, 60, |t| if doubling_at(t) > 150.0 { 5000.0 } else { 10.0 });
-    assert_eq!(seasonal_factor(&Indexed::new(&history), NOW, 600).0, 2.0);
+    assert_eq!(seasonal_factor(&History::new(&history, NOW, NOW, 600), NOW, 600).0, 2.0);
 }
 
 #[test]

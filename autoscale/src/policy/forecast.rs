@@ -13,7 +13,7 @@
 //! Too little recent history to score the forecast returns None: the reactive demand rule decides.
 
 use crate::config::ForecastSizing;
-use crate::forecast::{point, quantile, relative_error, upper, Indexed, LEVEL_SECONDS};
+use crate::forecast::{point, quantile, relative_error, upper, History, Indexed, LEVEL_SECONDS};
 use crate::signal::{window, Reading};
 use crate::state::{Driver, ForecastRecord};
 
@@ -54,7 +54,7 @@ fn projection(recent: &Indexed, now: i64, window_seconds: i64, horizon: i64) -> 
 fn error_quantile(
     f: &ForecastSizing,
     recent: &Indexed,
-    history: &Indexed,
+    history: &History,
     now: i64,
     (horizon, covers): (i64, i64),
     floor: f64,
@@ -82,8 +82,12 @@ pub(super) fn rule(
 ) -> Option<Verdict> {
     window(recent, now, f.recent_seconds(), staleness).ok()?;
     let samples = past(Some(recent), now);
-    let (recent, history) = (Indexed::new(samples), Indexed::new(past(history, now)));
     let h = f.horizon_seconds;
+    let d = f.scale_down_horizon_seconds;
+    // The oldest forecast this decision re-makes: the scored window before the longer horizon,
+    // or the stabilisation window.
+    let from = now - (f.error_window_seconds + h.max(d)).max(f.stabilisation_window_seconds);
+    let (recent, history) = (Indexed::new(samples), History::new(past(history, now), from, now, h.max(d)));
     // One pod's SLO capacity: below it a relative error measures noise the minimum fleet absorbs.
     let floor = capacity * f.max_utilisation;
     let pods_for = |rate: f64| super::demand::pods_for(rate, capacity, f.max_utilisation);
@@ -129,7 +133,6 @@ pub(super) fn rule(
             .filter_map(|s| point(&recent, &history, s, h))
             .map(|(p, _)| upper(p, q, floor))
             .fold(band, f64::max);
-        let d = f.scale_down_horizon_seconds;
         // Pods removed now are gone at once: the fleet left must serve every second until a
         // scale-up could replace them.
         let ahead = error_quantile(f, &recent, &history, now, (d, d), floor)
