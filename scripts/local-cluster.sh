@@ -42,6 +42,9 @@ ports() {
 up() {
   local prometheus=false
   [ "${1:-}" = "--prometheus" ] && prometheus=true
+  if $prometheus && ! command -v prometheus >/dev/null; then
+    die "--prometheus needs Debian's prometheus (scripts/install-deps.sh installs it)"
+  fi
   [ -x "$bin_dir/local-controller-manager" ] || die "$bin_dir/local-controller-manager is not built: cargo build --workspace --bins"
   [ ! -e "$dir/pids" ] || die "$dir is already up (run: $0 down $dir)"
   mkdir -p "$dir/state"
@@ -103,10 +106,16 @@ down() {
     if kill -KILL "$pid" 2>/dev/null; then echo "local-cluster: $name did not stop in 30 s; killed" >&2; fi
   done
   "$assets/stop" "$dir/kube" >/dev/null 2>&1 || true
-  local index; index="$(cat "$dir/index")"
+  local index lock_fd; index="$(cat "$dir/index")"
+  # The index is free again once its processes are gone; a cluster starting meanwhile would take
+  # it and make its own lcbrN, which the deletion below would then remove under its pods. Hold
+  # the index's lock (waiting for the last holder to exit) until the links are gone.
+  exec {lock_fd}>"/tmp/localcluster-$index.lock"
+  flock -w 30 "$lock_fd" || echo "local-cluster: index $index is still locked after 30 s; removing its links anyway" >&2
   for link in "lcsvc$index" "lcbr$index"; do
-    ip link show "$link" >/dev/null 2>&1 && ip link del "$link"
+    if ip link show "$link" >/dev/null 2>&1; then ip link del "$link"; fi
   done
+  exec {lock_fd}>&-
   rm -f "$dir/pids"
 }
 
