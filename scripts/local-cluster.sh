@@ -108,13 +108,17 @@ down() {
   "$assets/stop" "$dir/kube" >/dev/null 2>&1 || true
   local index lock_fd; index="$(cat "$dir/index")"
   # The index is free again once its processes are gone; a cluster starting meanwhile would take
-  # it and make its own lcbrN, which the deletion below would then remove under its pods. Hold
-  # the index's lock (waiting for the last holder to exit) until the links are gone.
+  # it and make its own lcbrN, which deleting the links would remove under its pods. So the links
+  # go only while this holds the index's lock; whoever holds it instead owns them (a kubelet of
+  # the index recreates its bridge as it starts).
   exec {lock_fd}>"/tmp/localcluster-$index.lock"
-  flock -w 30 "$lock_fd" || echo "local-cluster: index $index is still locked after 30 s; removing its links anyway" >&2
-  for link in "lcsvc$index" "lcbr$index"; do
-    if ip link show "$link" >/dev/null 2>&1; then ip link del "$link"; fi
-  done
+  if flock -w 30 "$lock_fd"; then
+    for link in "lcsvc$index" "lcbr$index"; do
+      if ip link show "$link" >/dev/null 2>&1; then ip link del "$link"; fi
+    done
+  else
+    echo "local-cluster: index $index is locked by another holder; its links are left to it" >&2
+  fi
   exec {lock_fd}>&-
   rm -f "$dir/pids"
 }
