@@ -9,12 +9,13 @@
 #   scripts/local-database.sh up DIR     # prints the password file; Secret: see `secret`
 #   scripts/local-database.sh secret DIR NAMESPACE NAME   # creates/updates the credentials Secret
 #   scripts/local-database.sh stop DIR | start DIR   # stop or start the server, data kept (faults)
+#   scripts/local-database.sh rotate DIR   # a new password for risk on the server (then: secret)
 #   scripts/local-database.sh down DIR
 set -euo pipefail
 
 die() { echo "local-database: $*" >&2; exit 1; }
 
-[ $# -ge 2 ] || die "usage: $0 up DIR | secret DIR NAMESPACE NAME | stop DIR | start DIR | down DIR"
+[ $# -ge 2 ] || die "usage: $0 up DIR | secret DIR NAMESPACE NAME | stop DIR | start DIR | rotate DIR | down DIR"
 command="$1"; dir="$(realpath -m "$2")"; shift 2
 [ -e "$dir/index" ] || die "$dir holds no local cluster (scripts/local-cluster.sh up $dir)"
 index="$(cat "$dir/index")"
@@ -83,6 +84,19 @@ stop_server() {
   as_postgres "$bin/pg_ctl" -D "$db/data" -m fast -w stop >/dev/null
 }
 
+# The administrator's side of a password rotation: the role's password changes on the server
+# (sessions already authenticated stay open) and the file holds the new one.
+rotate() {
+  [ -n "$db" ] || die "$dir has no database (run: $0 up $dir)"
+  umask 077
+  new="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+  PGPASSWORD="$(cat "$db/password")" psql -h 127.0.0.1 -p 5432 -U risk -d postgres -v ON_ERROR_STOP=1 -q \
+    -v pw="$new" <<<"ALTER ROLE risk PASSWORD :'pw';" || die "could not change the password"
+  printf '%s' "$new" >"$db/password.new"
+  chown postgres:postgres "$db/password.new"
+  mv "$db/password.new" "$db/password"
+}
+
 down() {
   [ -n "$db" ] || return 0
   [ -d "$db/data" ] && as_postgres "$bin/pg_ctl" -D "$db/data" -m fast -w stop >/dev/null 2>&1
@@ -94,6 +108,7 @@ case "$command" in
   secret) secret "$@" ;;
   stop) stop_server ;;
   start) [ -n "$db" ] || die "$dir has no database (run: $0 up $dir)"; start_server ;;
+  rotate) rotate ;;
   down) down ;;
-  *) die "unknown command $command (up, secret, stop, start, down)" ;;
+  *) die "unknown command $command (up, secret, stop, start, rotate, down)" ;;
 esac

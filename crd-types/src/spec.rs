@@ -1,6 +1,6 @@
 //! The desired state of a platform: workloads, Redis, PgBouncer, circuit breakers and Prometheus.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -84,13 +84,41 @@ pub struct ApiSpec {
     /// Container resources (documented default: requests 100m / 256Mi, limits 500m / 512Mi).
     #[serde(default = "default_resources")]
     pub resources: ResourceRequirements,
+    /// Extra environment variables of the container, one per name (`RUST_LOG` among them
+    /// replaces the operator's `info`); secrets by `valueFrom.secretKeyRef`, never as values. The
+    /// variables that wire the pod to PgBouncer, Redis and the breaker are the operator's and
+    /// refused here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new(RESERVED_ENV_RULE).message(RESERVED_ENV_MESSAGE))]
+    pub env: Vec<EnvVar>,
 }
 
 impl Default for ApiSpec {
     fn default() -> Self {
-        Self { image: default_api_image(), resources: default_resources() }
+        Self { image: default_api_image(), resources: default_resources(), env: Vec::new() }
     }
 }
+
+/// Variables the operator sets to connect the pods, which a spec's `env` may not set.
+pub const RESERVED_ENV: [&str; 12] = [
+    "PGHOST",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGPASSWORD",
+    "REDIS_URL",
+    "REDIS_PASSWORD",
+    "RISK_LISTEN_ADDR",
+    "RISK_METRICS_ADDR",
+    "RISK_BREAKER_CONFIGMAP",
+    "RISK_READ_DATABASES",
+    "POD_NAMESPACE",
+];
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'REDIS_URL', 'REDIS_PASSWORD', 'RISK_LISTEN_ADDR', 'RISK_METRICS_ADDR', 'RISK_BREAKER_CONFIGMAP', 'RISK_READ_DATABASES', 'POD_NAMESPACE']))";
+const RESERVED_ENV_MESSAGE: &str = "env must not set PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, REDIS_URL, REDIS_PASSWORD, RISK_LISTEN_ADDR, RISK_METRICS_ADDR, RISK_BREAKER_CONFIGMAP, RISK_READ_DATABASES or POD_NAMESPACE: the operator sets them";
+
 
 /// The worker Deployment; runs the same image as the API with the `worker` command.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -102,11 +130,17 @@ pub struct WorkerSpec {
     /// Container resources (documented default: requests 100m / 256Mi, limits 500m / 512Mi).
     #[serde(default = "default_resources")]
     pub resources: ResourceRequirements,
+    /// Extra environment variables, as `api.env`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[x_kube(validation = Rule::new(RESERVED_ENV_RULE).message(RESERVED_ENV_MESSAGE))]
+    pub env: Vec<EnvVar>,
 }
 
 impl Default for WorkerSpec {
     fn default() -> Self {
-        Self { image: None, resources: default_resources() }
+        Self { image: None, resources: default_resources(), env: Vec::new() }
     }
 }
 

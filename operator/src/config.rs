@@ -51,6 +51,10 @@ pub struct OperatorConfig {
     /// Seconds between two evaluations of the autoscaler (the HPA's sync period by default).
     #[arg(long, env = "RISK_OPERATOR_AUTOSCALE_INTERVAL_SECONDS", default_value_t = 15)]
     pub autoscale_interval_seconds: u64,
+    /// Seconds between two checks that a platform's database resolves, accepts connections and
+    /// takes its credentials (a failure shows as Degraded); 0 turns the check off.
+    #[arg(long, env = "RISK_OPERATOR_DATABASE_CHECK_SECONDS", default_value_t = 15)]
+    pub database_check_seconds: u64,
     #[command(flatten)]
     pub leader: LeaderElectionConfig,
 }

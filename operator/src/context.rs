@@ -33,6 +33,9 @@ pub struct Context {
     pub caches: Caches,
     /// The autoscaler's state between status writes.
     pub autoscale_memo: crate::autoscale::memo::Memo,
+    /// Whether each platform's database answers; None leaves the database unchecked (a test
+    /// cluster whose platforms point at no database).
+    pub database_check: Option<crate::controller::database::DatabaseCheck>,
     /// The watches behind `caches`, until the controller (or a bench) takes them to poll.
     feeds: Mutex<Option<Feeds>>,
 }
@@ -44,6 +47,7 @@ impl Context {
         Self {
             caches,
             autoscale_memo: Default::default(),
+            database_check: None,
             feeds: Mutex::new(Some(feeds)),
             recorder: Recorder::new(client.clone(), reporter),
             client,

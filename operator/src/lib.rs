@@ -40,14 +40,24 @@ pub async fn run_with_client(
     config: OperatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let OperatorConfig { listen_addr, namespace, instance, leader, api_token_file, autoscale_interval_seconds, .. } =
-        config;
+    let OperatorConfig {
+        listen_addr,
+        namespace,
+        instance,
+        leader,
+        api_token_file,
+        autoscale_interval_seconds,
+        database_check_seconds,
+        ..
+    } = config;
     let auth = rest::RestAuth::from_file(api_token_file.as_deref()).map_err(Error::Admin)?;
     let identity = instance.clone().unwrap_or_else(default_identity);
     let metrics = Arc::new(metrics::Metrics::default());
     let client = client::counting(client, metrics.api.clone());
     let mut context = Context::new(client.clone(), metrics, namespace, instance);
     context.autoscale_interval = std::time::Duration::from_secs(autoscale_interval_seconds.max(1));
+    context.database_check = (database_check_seconds > 0)
+        .then(|| controller::database::DatabaseCheck::new(std::time::Duration::from_secs(database_check_seconds)));
     let ctx = Arc::new(context);
 
     let (stop_tx, stop_rx) = watch::channel(false);

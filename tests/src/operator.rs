@@ -17,13 +17,21 @@ pub struct RunningOperator {
 impl RunningOperator {
     /// Starts the operator watching `namespace` only, so tests sharing a cluster stay apart.
     pub fn start(client: Client, namespace: &str) -> Self {
-        let config = OperatorConfig {
+        Self::start_with(client, Self::config(namespace))
+    }
+
+    /// The configuration [`RunningOperator::start`] uses, for a test to change before
+    /// [`RunningOperator::start_with`].
+    pub fn config(namespace: &str) -> OperatorConfig {
+        OperatorConfig {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             namespace: Some(namespace.to_owned()),
             instance: Some("test".to_owned()),
             log_format: "text".to_owned(),
             autoscale_interval_seconds: 2,
             api_token_file: None,
+            // The test cluster's platforms point at no database; tests that check one set it.
+            database_check_seconds: 0,
             leader: LeaderElectionConfig {
                 enabled: true,
                 lease_name: "riskplatform-operator".to_owned(),
@@ -31,7 +39,10 @@ impl RunningOperator {
                 lease_duration_seconds: 15,
                 lease_grace_seconds: 5,
             },
-        };
+        }
+    }
+
+    pub fn start_with(client: Client, config: OperatorConfig) -> Self {
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(riskplatform_operator::run_with_client(client, config, async {
             let _ = rx.await;

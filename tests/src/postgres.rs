@@ -27,27 +27,46 @@ pub(crate) fn bin_dir() -> Result<&'static str> {
 impl Postgres {
     /// Creates a cluster with the role and database `risk` and starts it.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Like [`Postgres::start`], but the role `risk` has `password` and every connection must
+    /// give it (scram-sha-256), as a user's server would.
+    pub fn start_with_password(password: &str) -> Result<Self> {
+        Self::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> Result<Self> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("postgres-").tempdir()?;
         hand_to_postgres(dir.path())?;
         let data = dir.path().join("data");
-        run_to_success(
-            command_as_postgres(&format!("{bin}/initdb"))
-                .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--no-sync", "-D"])
-                .arg(&data),
-            "initdb",
-        )?;
+        let mut initdb = command_as_postgres(&format!("{bin}/initdb"));
+        initdb.args(["-U", USER, "-E", "UTF8", "--no-sync"]);
+        match password {
+            Some(pw) => {
+                let file = dir.path().join("password");
+                std::fs::write(&file, pw)?;
+                hand_to_postgres(&file)?;
+                initdb.args(["-A", "scram-sha-256"]).arg(format!("--pwfile={}", file.display()));
+            }
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+        }
+        run_to_success(initdb.arg("-D").arg(&data), "initdb")?;
         let port = free_port()?;
         let service = Service::start(recipe(bin, dir.path(), port, &[]))?;
         let pg = Self { service, dir };
-        pg.create_database()?;
+        pg.create_database(password)?;
         Ok(pg)
     }
 
-    fn create_database(&self) -> Result<()> {
+    fn create_database(&self, password: Option<&str>) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let out = std::process::Command::new("psql")
+                .env("PGPASSWORD", password.unwrap_or_default())
                 .args(["-h", "127.0.0.1", "-p", &self.service.port().to_string(), "-U", USER, "-d", "postgres"])
                 .args(["-v", "ON_ERROR_STOP=1", "-qc", &format!("CREATE DATABASE {DATABASE}")])
                 .output()

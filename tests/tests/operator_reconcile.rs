@@ -281,6 +281,11 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
             json!({"autoscaling": {"api": {"minReplicas": 10, "maxReplicas": 3}}}),
             "autoscaling.api: minReplicas must not exceed maxReplicas",
         ),
+        (json!({"api": {"env": [{"name": "PGHOST", "value": "elsewhere"}]}}), "env must not set PGHOST, PGPORT"),
+        (
+            json!({"workers": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}),
+            "spec.workers.env[1]: Duplicate value",
+        ),
         (
             json!({"autoscaling": {"cpu": {"scaleUpAbove": 30, "scaleDownBelow": 50}}}),
             "autoscaling.cpu: scaleDownBelow must be below scaleUpAbove",

@@ -313,3 +313,149 @@ async fn bad_input(live: &LivePlatform) -> Result<()> {
     ensure!(health.status == StatusCode::OK, "the running platform's API: {} {}", health.status, health.text);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_database_opens_the_breaker_everywhere_while_cached_predictions_answer_and_all_recovers() -> Result<()>
+{
+    let (live, _) = installed_and_ready(json!({})).await?;
+    or_dump_logs(database_outage(&live).await, &live);
+    Ok(())
+}
+
+/// The platform's one-line breaker summary, e.g. `database=Open redis=Closed`.
+async fn breakers(live: &LivePlatform) -> Result<String> {
+    let rp = live.platforms().get(PLATFORM).await?;
+    Ok(rp.status.and_then(|s| s.breaker_summary).unwrap_or_default())
+}
+
+/// Each API pod's own view of the database breaker, from its readiness report (pod IPs are on
+/// the local cluster's bridge, which this host is on).
+async fn pod_breakers(live: &LivePlatform) -> Result<Vec<(String, String)>> {
+    let mut views = Vec::new();
+    for pod in live.pods("api").await? {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Some(ip) = pod.status.and_then(|s| s.pod_ip) else { continue };
+        let body: Value = reqwest::get(format!("http://{ip}:8080/health/ready")).await?.json().await?;
+        let checks = body["checks"].as_array().cloned().unwrap_or_default();
+        let db = checks.iter().find(|c| c["dependency"] == "database").context("no database check")?;
+        views.push((name, db["breaker"].as_str().unwrap_or_default().to_owned()));
+    }
+    Ok(views)
+}
+
+async fn database_outage(live: &LivePlatform) -> Result<()> {
+    let key = live.create_tenant(Duration::from_secs(120)).await?;
+    let api = live.api(Some(&key)).await?;
+    let company = create_company(&api, "OUTAGE").await?;
+    let path = format!("/api/v1/companies/{company}/predictions");
+    let cached = json!({ "statement": statement(42.0) });
+    let first = api.post(&path, cached.clone()).await?;
+    ensure!(first.status == StatusCode::CREATED, "prediction before the outage: {} {}", first.status, first.text);
+
+    let stopped = Instant::now();
+    live.cluster.database("stop", &[])?;
+    // Uncached predictions keep the pods calling the database, as users would.
+    let mut n = 0.0;
+    let opened = eventually(Duration::from_secs(120), || {
+        n += 1.0;
+        let body = json!({ "statement": statement(1000.0 + n) });
+        let (api, path) = (&api, &path);
+        async move {
+            let _ = api.post(path, body).await;
+            let summary = breakers(live).await?;
+            ensure!(summary.contains("database=Open"), "breakers: {summary:?}");
+            Ok(stopped.elapsed().as_secs_f64())
+        }
+    })
+    .await?;
+    eprintln!("figure: faults: database stopped: the platform's database breaker Open after {opened:.1} s");
+
+    let views = eventually(Duration::from_secs(30), || async {
+        let views = pod_breakers(live).await?;
+        ensure!(!views.is_empty() && views.iter().all(|(_, b)| b == "Open"), "API pods' breakers: {views:?}");
+        Ok(views)
+    })
+    .await?;
+    eprintln!("figure: faults: every API pod's database breaker Open: {views:?}");
+
+    let again = api.post(&path, cached.clone()).await?;
+    ensure!(again.status == StatusCode::OK, "a cached prediction during the outage: {} {}", again.status, again.text);
+    let write = api.post(&path, json!({ "statement": statement(7.5) })).await?;
+    ensure!(
+        write.status == StatusCode::SERVICE_UNAVAILABLE,
+        "a write during the outage: {} {}",
+        write.status,
+        write.text
+    );
+    let retry = write.retry_after.clone().context("503 without Retry-After")?;
+    ensure!(retry.parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After {retry:?}");
+    ensure!(!write.text.contains("sqlx") && !write.text.contains("10.244."), "internals in the error: {}", write.text);
+    eprintln!("figure: faults: during the outage a cached prediction answers 200 and a write 503 with Retry-After {retry} s ({})", write.text);
+
+    let (status, reason, message) = eventually(Duration::from_secs(60), || async {
+        let degraded = live.condition("Degraded").await?.context("no Degraded condition")?;
+        ensure!(degraded.0 == "True", "Degraded {degraded:?}");
+        Ok(degraded)
+    })
+    .await?;
+    ensure!(message.contains("postgres.databases.svc"), "Degraded does not name the database: {message}");
+    eprintln!("figure: faults: Degraded={status} {reason}: {message}");
+
+    let restarted = Instant::now();
+    live.cluster.database("start", &[])?;
+    let writes_back = eventually(Duration::from_secs(180), || async {
+        let r = api.post(&path, json!({ "statement": statement(restarted.elapsed().as_secs_f64() + 5000.0) })).await?;
+        ensure!(r.status == StatusCode::CREATED, "a write after the restart: {} {}", r.status, r.text);
+        Ok(restarted.elapsed().as_secs_f64())
+    })
+    .await?;
+    let closed = eventually(Duration::from_secs(120), || async {
+        let summary = breakers(live).await?;
+        ensure!(summary.contains("database=Closed"), "breakers: {summary:?}");
+        Ok(restarted.elapsed().as_secs_f64())
+    })
+    .await?;
+    live.wait_ready(Duration::from_secs(120)).await?;
+    let degraded = live.condition("Degraded").await?.context("no Degraded condition")?;
+    ensure!(degraded.0 == "False", "still Degraded after the restart: {degraded:?}");
+    eprintln!(
+        "figure: faults: database started again: writes succeed after {writes_back:.1} s, breaker Closed after {closed:.1} s, Ready=True and not Degraded after {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_platform_whose_database_does_not_resolve_or_refuses_shows_degraded_with_the_reason() -> Result<()> {
+    let live = LivePlatform::install(operator_values()).await?;
+    or_dump_logs(unusable_database(&live).await, &live);
+    Ok(())
+}
+
+async fn unusable_database(live: &LivePlatform) -> Result<()> {
+    let cases = [
+        ("postgres.nowhere.invalid", 5432, "DatabaseHostNotFound", "does not resolve"),
+        // The database's Service name with a port nothing listens on.
+        ("postgres.databases.svc", 5439, "DatabaseUnreachable", "refuses connections"),
+    ];
+    for (host, port, reason, needle) in cases {
+        let applied =
+            live.apply_example(json!({ "pgbouncer": { "database": { "host": host, "port": port } } })).await?;
+        let message = eventually(Duration::from_secs(90), || async {
+            let degraded = live.condition("Degraded").await?.context("no Degraded condition")?;
+            ensure!(degraded.0 == "True" && degraded.1 == reason, "Degraded {degraded:?}, want {reason}");
+            Ok(degraded.2)
+        })
+        .await?;
+        ensure!(message.contains(host) && message.contains(needle), "{reason}: {message}");
+        eprintln!(
+            "figure: faults: database {host}:{port}: Degraded {reason} after {:.1} s: {message}",
+            applied.elapsed().as_secs_f64()
+        );
+    }
+    // Pointed back at the real database, the same platform becomes Ready.
+    let applied = live.apply_example(json!({})).await?;
+    live.wait_ready(READY_WITHIN).await?;
+    eprintln!("figure: faults: database fixed in the spec: Ready=True after {:.1} s", applied.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod build;
 pub mod cache;
+pub mod database;
 pub mod drift;
 pub mod hpa;
 pub mod replicas;
@@ -128,7 +129,10 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
 
     // validate + build (pure), then apply; permanent problems (a spec that cannot work, a child
     // the API server refuses) wait for a change of the spec or the Secret
-    let built = validate::validate(&rp, &namespace, secret.as_deref()).and_then(|v| build::build(&rp, &v));
+    let (built, validated) = match validate::validate(&rp, &namespace, secret.as_deref()) {
+        Ok(v) => (build::build(&rp, &v), Some(v)),
+        Err(e) => (Err(e), None),
+    };
     let applied = match built {
         Ok(children) => apply::apply_all(client, &namespace, &children, caches).await,
         Err(e) => Err(e),
@@ -165,7 +169,7 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     let hpas = caches.hpas.state_filter(|h| h.namespace().as_deref() == Some(namespace.as_str()));
     let names = build::names(&rp);
     let competing = hpa::competing(hpas.iter().map(|h| h.as_ref()), &[&names.api, &names.workers]);
-    let problem = (!competing.is_empty()).then(|| {
+    let competing = (!competing.is_empty()).then(|| {
         let list: Vec<String> =
             competing.iter().map(|(h, d)| format!("HorizontalPodAutoscaler {h} targets {d}")).collect();
         Problem {
@@ -176,14 +180,32 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
             ),
         }
     });
-    if let Some(p) = problem.as_ref().filter(|p| !has_condition(&rp, p)) {
+    if let Some(p) = competing.as_ref().filter(|p| !has_condition(&rp, p)) {
         ctx.publish(&rp, EventType::Warning, &p.reason, "DetectAutoscaler", p.message.clone(), None).await;
     }
 
+    // The children are applied either way, so the platform comes up by itself once its
+    // database answers; until then it says why it cannot work and looks again soon.
+    let (database, recheck) = match (&ctx.database_check, &validated) {
+        (Some(check), Some(v)) => match check.check(&rp.spec.pgbouncer.database, v).await {
+            Some(unreachable) => (Some(unreachable.problem()), check.interval),
+            None => (None, RESYNC),
+        },
+        _ => (None, RESYNC),
+    };
+    if let Some(p) = database.as_ref().filter(|p| !has_condition(&rp, p)) {
+        warn!(reason = %p.reason, message = %p.message, "database check failed");
+        ctx.publish(&rp, EventType::Warning, &p.reason, "CheckDatabase", p.message.clone(), None).await;
+    }
+
     // status
+    let problem = match (database, competing) {
+        (Some(d), Some(c)) => Some(Problem { reason: d.reason, message: format!("{}; {}", d.message, c.message) }),
+        (d, c) => d.or(c),
+    };
     write_status(&ctx, &rp, &namespace, &observed, problem.as_ref()).await?;
     ctx.backoff.reset(&ObjectRef::from_obj(rp.as_ref()));
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(recheck))
 }
 
 async fn publish_applied(ctx: &Context, rp: &RiskPlatform, a: &Applied) {
@@ -222,13 +244,13 @@ async fn write_status(
     Ok(())
 }
 
-/// Whether the platform already reports `problem` as its Degraded reason, so a steady-state
-/// reconcile does not repeat the Warning.
+/// Whether the platform already reports `problem` in its Degraded condition (alone or with
+/// another), so a steady-state reconcile does not repeat the Warning.
 fn has_condition(rp: &RiskPlatform, problem: &Problem) -> bool {
     rp.status
         .as_ref()
         .and_then(|s| s.condition(riskplatform_crd::condition::DEGRADED))
-        .is_some_and(|c| c.status == "True" && c.reason == problem.reason && c.message == problem.message)
+        .is_some_and(|c| c.status == "True" && c.message.contains(&problem.message))
 }
 
 /// Transient failures requeue with exponential backoff per platform.

@@ -386,3 +386,39 @@ fn no_volume_is_mounted_inside_a_read_only_configmap_or_secret_mount() {
         }
     }
 }
+
+#[test]
+fn extra_env_is_added_to_its_container_and_rust_log_replaces_the_operators_default() {
+    let mut rp = fixture("minimal.yaml");
+    let var = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() };
+    rp.spec.api.env = vec![var("RUST_LOG", "debug"), var("FEATURE_X", "on")];
+    rp.spec.workers.env = vec![var("WORKER_ONLY", "1")];
+    let children = build(&rp, &validated("pw")).expect("build");
+    let api = container(&children.api_deployment, "api");
+    assert_eq!(env(api, "RUST_LOG").value.as_deref(), Some("debug"));
+    assert_eq!(env(api, "FEATURE_X").value.as_deref(), Some("on"));
+    assert_eq!(api.env.iter().flatten().filter(|e| e.name == "RUST_LOG").count(), 1, "one RUST_LOG");
+    assert_eq!(env(api, "PGHOST").value.as_deref(), Some("risk-pgbouncer"));
+    let worker = container(&children.worker_deployment, "worker");
+    assert_eq!(env(worker, "WORKER_ONLY").value.as_deref(), Some("1"));
+    assert_eq!(env(worker, "RUST_LOG").value.as_deref(), Some("info"));
+    assert!(!api.env.iter().flatten().any(|e| e.name == "WORKER_ONLY"));
+}
+
+#[test]
+fn the_reserved_env_names_are_the_ones_the_operator_sets() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let api = container(&children.api_deployment, "api");
+    let worker = container(&children.worker_deployment, "worker");
+    let set: std::collections::BTreeSet<&str> = api
+        .env
+        .iter()
+        .chain(worker.env.iter())
+        .flatten()
+        .map(|e| e.name.as_str())
+        .filter(|n| *n != "RUST_LOG")
+        .collect();
+    for name in &set {
+        assert!(riskplatform_crd::RESERVED_ENV.contains(name), "{name} is set by the operator but not reserved");
+    }
+}

@@ -42,7 +42,7 @@ pub fn build(ctx: &BuildContext, validated: &Validated, redis_url: &str) -> Work
     let mut api = common::container("api", api_image);
     api.args = Some(vec!["serve".to_owned()]);
     api.ports = Some(vec![common::port("http", API_PORT)]);
-    api.env = Some(api_env(ctx, env.clone()));
+    api.env = Some(overridden(api_env(ctx, env.clone()), &spec.api.env));
     api.resources = Some(spec.api.resources.clone());
     api.liveness_probe = Some(common::http_probe("/health/live", "http", 30, 15));
     api.readiness_probe = Some(common::http_probe("/health/ready", "http", 5, 5));
@@ -51,7 +51,8 @@ pub fn build(ctx: &BuildContext, validated: &Validated, redis_url: &str) -> Work
     let mut worker = common::container("worker", worker_image);
     worker.args = Some(vec!["worker".to_owned()]);
     worker.ports = Some(vec![common::port("metrics", WORKER_METRICS_PORT)]);
-    worker.env = Some(with(env, "RISK_METRICS_ADDR", &format!("0.0.0.0:{WORKER_METRICS_PORT}")));
+    worker.env =
+        Some(overridden(with(env, "RISK_METRICS_ADDR", &format!("0.0.0.0:{WORKER_METRICS_PORT}")), &spec.workers.env));
     worker.resources = Some(spec.workers.resources.clone());
     worker.liveness_probe = Some(common::http_probe("/health/live", "metrics", 30, 15));
     worker.readiness_probe = Some(common::http_probe("/health/ready", "metrics", 5, 5));
@@ -230,6 +231,15 @@ pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
         }),
         ..Default::default()
     }
+}
+
+/// The operator's variables with the spec's `extra` after them; an extra one of the same name
+/// (only `RUST_LOG` can be: the schema refuses the reserved names) replaces the operator's, since
+/// a container's env list must not repeat a name under server-side apply.
+fn overridden(mut env: Vec<EnvVar>, extra: &[EnvVar]) -> Vec<EnvVar> {
+    env.retain(|e| !extra.iter().any(|x| x.name == e.name));
+    env.extend(extra.iter().cloned());
+    env
 }
 
 fn with(mut env: Vec<EnvVar>, name: &str, value: &str) -> Vec<EnvVar> {

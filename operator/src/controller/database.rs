@@ -1,0 +1,255 @@
+//! Whether a platform's database answers as the operator sees it: the host resolves, the port
+//! accepts a connection and PostgreSQL takes the credentials. A failure becomes the Degraded
+//! condition with its reason, so a platform pointed at a wrong host, a stopped server or a wrong
+//! password says so instead of showing only pods that never start. Results are kept for one
+//! interval per (host, port, database, credentials), so many platforms on one database cost one
+//! connection per interval.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use riskplatform_crd::DatabaseSpec;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions, Connection};
+
+use super::status::Problem;
+use super::validate::Validated;
+
+/// How long one check may take: resolving, connecting and authenticating.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong reaching the database, in the words the condition uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    HostNotFound { host: String, detail: String },
+    Refused { host: String, port: u16 },
+    TimedOut { host: String, port: u16 },
+    AuthenticationFailed { username: String, detail: String },
+    DatabaseMissing { name: String },
+    Other { host: String, port: u16, detail: String },
+}
+
+impl Unreachable {
+    pub fn problem(&self) -> Problem {
+        let (reason, message) = match self {
+            Self::HostNotFound { host, detail } => {
+                ("DatabaseHostNotFound", format!("database host {host:?} does not resolve ({detail})"))
+            }
+            Self::Refused { host, port } => {
+                ("DatabaseUnreachable", format!("database {host}:{port} refuses connections"))
+            }
+            Self::TimedOut { host, port } => (
+                "DatabaseUnreachable",
+                format!("database {host}:{port} did not answer within {} s", CHECK_TIMEOUT.as_secs()),
+            ),
+            Self::AuthenticationFailed { username, detail } => (
+                "DatabaseAuthenticationFailed",
+                format!("the database refuses the credentials of user {username:?}: {detail}"),
+            ),
+            Self::DatabaseMissing { name } => {
+                ("DatabaseNotFound", format!("the database server has no database {name:?}"))
+            }
+            Self::Other { host, port, detail } => {
+                ("DatabaseUnreachable", format!("database {host}:{port} cannot be used: {detail}"))
+            }
+        };
+        Problem {
+            reason: reason.to_owned(),
+            message: format!("{message} (checked from the operator; spec.pgbouncer.database)"),
+        }
+    }
+}
+
+/// Classifies a failed connection: `sqlstate` is the server's error code when it answered.
+pub fn classify(host: &str, port: u16, database: &str, username: &str, error: &sqlx::Error) -> Unreachable {
+    match error {
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Unreachable::Refused { host: host.to_owned(), port }
+        }
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Unreachable::TimedOut { host: host.to_owned(), port }
+        }
+        sqlx::Error::Database(e) => from_sqlstate(host, port, database, username, e.code().as_deref(), e.message()),
+        other => Unreachable::Other { host: host.to_owned(), port, detail: other.to_string() },
+    }
+}
+
+fn from_sqlstate(
+    host: &str,
+    port: u16,
+    database: &str,
+    username: &str,
+    code: Option<&str>,
+    message: &str,
+) -> Unreachable {
+    match code {
+        // invalid_authorization_specification (28000) and invalid_password (28P01)
+        Some(c) if c.starts_with("28") => {
+            Unreachable::AuthenticationFailed { username: username.to_owned(), detail: message.to_owned() }
+        }
+        Some("3D000") => Unreachable::DatabaseMissing { name: database.to_owned() },
+        _ => Unreachable::Other { host: host.to_owned(), port, detail: message.to_owned() },
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Target {
+    host: String,
+    port: u16,
+    database: String,
+    credentials_hash: String,
+}
+
+/// The checks' results of the last interval.
+pub struct DatabaseCheck {
+    pub interval: Duration,
+    results: Mutex<HashMap<Target, (Instant, Option<Unreachable>)>>,
+}
+
+impl DatabaseCheck {
+    pub fn new(interval: Duration) -> Self {
+        Self { interval, results: Mutex::default() }
+    }
+
+    /// What is wrong with the platform's database, from a check at most one interval old.
+    pub async fn check(&self, spec: &DatabaseSpec, validated: &Validated) -> Option<Unreachable> {
+        let port = u16::try_from(spec.port).unwrap_or(5432);
+        let target = Target {
+            host: spec.host.clone(),
+            port,
+            database: spec.name.clone(),
+            credentials_hash: validated.credentials_hash.clone(),
+        };
+        let now = Instant::now();
+        {
+            let results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, result)) = results.get(&target) {
+                if now.duration_since(*at) < self.interval {
+                    return result.clone();
+                }
+            }
+        }
+        let result = connect(&target, validated).await;
+        let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+        results.retain(|_, (at, _)| now.duration_since(*at) < self.interval);
+        results.insert(target, (now, result.clone()));
+        result
+    }
+}
+
+async fn connect(target: &Target, validated: &Validated) -> Option<Unreachable> {
+    let Target { host, port, database, .. } = target;
+    let username = &validated.credentials.username;
+    let attempt = async {
+        // Resolved first so that a name that does not resolve is told apart from other I/O errors.
+        if let Err(e) = tokio::net::lookup_host((host.as_str(), *port)).await {
+            return Some(Unreachable::HostNotFound { host: host.clone(), detail: e.to_string() });
+        }
+        let options = PgConnectOptions::new()
+            .host(host)
+            .port(*port)
+            .database(database)
+            .username(username)
+            .password(&validated.credentials.password)
+            .ssl_mode(PgSslMode::Prefer)
+            .application_name("riskplatform-operator")
+            .disable_statement_logging();
+        match options.connect().await {
+            Ok(connection) => {
+                let _ = connection.close().await;
+                None
+            }
+            Err(e) => Some(classify(host, *port, database, username, &e)),
+        }
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, attempt)
+        .await
+        .unwrap_or_else(|_| Some(Unreachable::TimedOut { host: host.clone(), port: *port }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(kind))
+    }
+
+    #[test]
+    fn each_kind_of_failure_gets_its_own_reason_and_names_what_is_wrong() {
+        let cases = [
+            (
+                classify("db", 5432, "risk", "app", &io(std::io::ErrorKind::ConnectionRefused)),
+                "DatabaseUnreachable",
+                "db:5432 refuses connections",
+            ),
+            (
+                classify("db", 6000, "risk", "app", &io(std::io::ErrorKind::TimedOut)),
+                "DatabaseUnreachable",
+                "db:6000 did not answer",
+            ),
+            (
+                from_sqlstate(
+                    "db",
+                    5432,
+                    "risk",
+                    "app",
+                    Some("28P01"),
+                    "password authentication failed for user \"app\"",
+                ),
+                "DatabaseAuthenticationFailed",
+                "user \"app\"",
+            ),
+            (
+                from_sqlstate("db", 5432, "risk", "app", Some("28000"), "no pg_hba.conf entry"),
+                "DatabaseAuthenticationFailed",
+                "no pg_hba.conf entry",
+            ),
+            (
+                from_sqlstate("db", 5432, "risk", "app", Some("3D000"), "database \"risk\" does not exist"),
+                "DatabaseNotFound",
+                "no database \"risk\"",
+            ),
+            (
+                from_sqlstate("db", 5432, "risk", "app", Some("53300"), "too many connections"),
+                "DatabaseUnreachable",
+                "too many connections",
+            ),
+            (
+                Unreachable::HostNotFound { host: "db.invalid".into(), detail: "no such host".into() },
+                "DatabaseHostNotFound",
+                "\"db.invalid\" does not resolve",
+            ),
+        ];
+        for (unreachable, reason, needle) in cases {
+            let problem = unreachable.problem();
+            assert_eq!(problem.reason, reason, "{unreachable:?}");
+            assert!(problem.message.contains(needle), "{:?} lacks {needle:?}", problem.message);
+            assert!(problem.message.contains("spec.pgbouncer.database"), "{:?}", problem.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_and_a_closed_port_are_reported_as_such() {
+        let validated = Validated {
+            credentials: super::super::validate::Credentials { username: "app".into(), password: "secret".into() },
+            credentials_hash: "h".into(),
+        };
+        let check = DatabaseCheck::new(Duration::from_secs(60));
+        let spec = |host: &str, port: i32| DatabaseSpec {
+            host: host.into(),
+            port,
+            name: "risk".into(),
+            read_replicas: vec![],
+        };
+        let missing = check.check(&spec("no-such-host.invalid", 5432), &validated).await;
+        assert!(matches!(missing, Some(Unreachable::HostNotFound { .. })), "{missing:?}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let refused = check.check(&spec("127.0.0.1", i32::from(port)), &validated).await;
+        assert_eq!(refused, Some(Unreachable::Refused { host: "127.0.0.1".into(), port }));
+    }
+}
