@@ -93,6 +93,9 @@ struct Tracked {
     /// pod's breaker nor the streak the operator reads, which would otherwise hold a whole new
     /// platform off its Redis for the 60 s recovery timeout.
     reached: bool,
+    /// When (unix seconds) the operator opened the platform-wide breaker this pod follows, so a
+    /// refused call can say when the operator will let probes through again.
+    published_open_since: Option<i64>,
 }
 
 /// Per-dependency accounting shared by every request and worker task of this process.
@@ -103,11 +106,19 @@ pub struct Deps {
     failures: Family<DependencyLabel, Counter>,
     consecutive: Family<DependencyLabel, Gauge>,
     state: Family<DependencyLabel, Gauge>,
+    recovery_timeout_seconds: i64,
 }
 
 impl Deps {
     pub fn new(config: BreakerConfig, registry: &mut Registry) -> Self {
-        let tracked = || Mutex::new(Tracked { breaker: LocalBreaker::new(config), consecutive: 0, reached: false });
+        let tracked = || {
+            Mutex::new(Tracked {
+                breaker: LocalBreaker::new(config),
+                consecutive: 0,
+                reached: false,
+                published_open_since: None,
+            })
+        };
         let deps = Self {
             started: Instant::now(),
             tracked: [tracked(), tracked()],
@@ -115,6 +126,7 @@ impl Deps {
             failures: Family::default(),
             consecutive: Family::default(),
             state: Family::default(),
+            recovery_timeout_seconds: config.recovery_timeout_seconds,
         };
         // The operator's breaker reads these three series across all pods.
         registry.register("riskplatform_dependency_calls", "Calls to a dependency", deps.calls.clone());
@@ -162,6 +174,7 @@ impl Deps {
         match admission {
             Admission::Allowed => Ok(()),
             Admission::Rejected { retry_after_ms } => {
+                let retry_after_ms = self.published_retry_ms(&t).unwrap_or(retry_after_ms);
                 Err(ApiError::Unavailable { dependency: d, retry_after_secs: whole_seconds(retry_after_ms) })
             }
         }
@@ -206,12 +219,24 @@ impl Deps {
 
     /// Follows the state the operator published for the whole platform (None: not published or
     /// unreadable, so this pod's own breaker decides).
-    pub fn follow(&self, d: Dependency, published: Option<Published>) {
+    /// `since` is when (unix seconds) the operator entered that state.
+    pub fn follow(&self, d: Dependency, published: Option<Published>, since: Option<i64>) {
         let now = self.now_ms();
         let mut t = self.tracked(d);
+        t.published_open_since = since.filter(|_| published == Some(Published { state: State::Open, forced: false }));
         let b = &mut t.breaker;
         b.follow(published, now);
         self.state.get_or_create(&label(d)).set(b.state().gauge());
+    }
+
+    /// Milliseconds until the operator turns the platform-wide Open it published half-open (its
+    /// recovery timeout after it opened), at least one second; None when nothing computed is open.
+    fn published_retry_ms(&self, t: &Tracked) -> Option<i64> {
+        let since = t.published_open_since?;
+        let wall_ms =
+            i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()?;
+        let reopens = since.saturating_add(self.recovery_timeout_seconds).saturating_mul(1000);
+        Some((reopens - wall_ms).max(1000))
     }
 
     /// Whether calls to `d` are being refused right now (open, recovery timeout not yet over).
@@ -228,7 +253,8 @@ impl Deps {
     /// rejected by the breaker itself.
     pub fn retry_after_secs(&self, d: Dependency) -> u64 {
         let now = self.now_ms();
-        whole_seconds(self.tracked(d).breaker.retry_after_ms(now))
+        let t = self.tracked(d);
+        whole_seconds(self.published_retry_ms(&t).unwrap_or_else(|| t.breaker.retry_after_ms(now)))
     }
 
     /// Records a finished call's outcome and maps its error: an outage becomes 503 with the
@@ -293,6 +319,35 @@ mod tests {
 
     fn deps() -> Deps {
         Deps::new(BreakerConfig::default(), &mut Registry::default())
+    }
+
+    fn unix_now() -> i64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+        i64::try_from(now.as_secs()).expect("seconds")
+    }
+
+    fn retry_of(result: Result<(), ApiError>) -> u64 {
+        match result {
+            Err(ApiError::Unavailable { retry_after_secs, .. }) => retry_after_secs,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_followed_platform_wide_open_says_when_the_operator_will_try_again() {
+        let deps = deps();
+        let open = Some(Published { state: State::Open, forced: false });
+        // Opened 20 s ago with the documented 60 s recovery timeout: about 40 s to go.
+        deps.follow(Dependency::Database, open, Some(unix_now() - 20));
+        let retry = retry_of(deps.admit(Dependency::Database));
+        assert!((39..=41).contains(&retry), "Retry-After {retry}");
+        assert_eq!(deps.retry_after_secs(Dependency::Database), retry);
+        // Past its timeout (the operator is late to turn it half-open): retry in a second.
+        deps.follow(Dependency::Database, open, Some(unix_now() - 600));
+        assert_eq!(retry_of(deps.admit(Dependency::Database)), 1);
+        // A forced Open has no end the pod could know.
+        deps.follow(Dependency::Database, Some(Published { state: State::Open, forced: true }), Some(unix_now()));
+        assert_eq!(retry_of(deps.admit(Dependency::Database)), 1);
     }
 
     #[test]

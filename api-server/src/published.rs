@@ -22,8 +22,9 @@ pub struct Follower {
 }
 
 /// The published state of each dependency in a ConfigMap's data (`<dependency>` holds the
-/// state, `<dependency>.mode` says whether an override forced it).
-pub fn parse(cm: &ConfigMap) -> [(Dependency, Option<Published>); 2] {
+/// state, `<dependency>.mode` says whether an override forced it), with when the operator
+/// entered it (`<dependency>.since`, unix seconds).
+pub fn parse(cm: &ConfigMap) -> [(Dependency, Option<Published>, Option<i64>); 2] {
     let data = cm.data.as_ref();
     Dependency::ALL.map(|d| {
         let value = |key: &str| data.and_then(|m| m.get(key)).map(String::as_str);
@@ -35,7 +36,8 @@ pub fn parse(cm: &ConfigMap) -> [(Dependency, Option<Published>); 2] {
             _ => None,
         });
         let forced = value(&format!("{d}.mode")) == Some("Forced");
-        (d, state.map(|state| Published { state, forced }))
+        let since = value(&format!("{d}.since")).and_then(|v| v.parse().ok());
+        (d, state.map(|state| Published { state, forced }), since)
     })
 }
 
@@ -49,9 +51,9 @@ impl Follower {
         Self { api: Api::namespaced(client, namespace), name: name.to_owned() }
     }
 
-    fn apply(deps: &Deps, published: [(Dependency, Option<Published>); 2]) {
-        for (d, state) in published {
-            deps.follow(d, state);
+    fn apply(deps: &Deps, published: [(Dependency, Option<Published>, Option<i64>); 2]) {
+        for (d, state, since) in published {
+            deps.follow(d, state, since);
         }
     }
 
@@ -59,7 +61,7 @@ impl Follower {
     pub async fn run(self, deps: Arc<Deps>) {
         let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
         let mut events = watcher::watcher(self.api, config).default_backoff().boxed();
-        let unknown = Dependency::ALL.map(|d| (d, None));
+        let unknown = Dependency::ALL.map(|d| (d, None, None));
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Apply(cm) | Event::InitApply(cm)) => {
@@ -90,13 +92,13 @@ mod tests {
         }))
         .expect("configmap");
         let open = Published { state: State::Open, forced: false };
-        assert_eq!(parse(&cm), [(Dependency::Database, Some(open)), (Dependency::Redis, None)]);
-        assert_eq!(parse(&ConfigMap::default()), [(Dependency::Database, None), (Dependency::Redis, None)]);
+        assert_eq!(parse(&cm), [(Dependency::Database, Some(open), Some(1)), (Dependency::Redis, None, None)]);
+        assert_eq!(parse(&ConfigMap::default()), [(Dependency::Database, None, None), (Dependency::Redis, None, None)]);
         let forced: ConfigMap = serde_json::from_value(serde_json::json!({
             "data": {"database": "Closed", "database.mode": "Forced", "redis": "Closed", "redis.mode": "Auto"}
         }))
         .expect("configmap");
-        let [(_, database), (_, redis)] = parse(&forced);
+        let [(_, database, _), (_, redis, _)] = parse(&forced);
         assert_eq!(database, Some(Published { state: State::Closed, forced: true }));
         assert_eq!(redis, Some(Published { state: State::Closed, forced: false }));
     }

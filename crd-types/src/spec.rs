@@ -119,7 +119,6 @@ pub const RESERVED_ENV: [&str; 12] = [
 const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'REDIS_URL', 'REDIS_PASSWORD', 'RISK_LISTEN_ADDR', 'RISK_METRICS_ADDR', 'RISK_BREAKER_CONFIGMAP', 'RISK_READ_DATABASES', 'POD_NAMESPACE']))";
 const RESERVED_ENV_MESSAGE: &str = "env must not set PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, REDIS_URL, REDIS_PASSWORD, RISK_LISTEN_ADDR, RISK_METRICS_ADDR, RISK_BREAKER_CONFIGMAP, RISK_READ_DATABASES or POD_NAMESPACE: the operator sets them";
 
-
 /// The worker Deployment; runs the same image as the API with the `worker` command.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

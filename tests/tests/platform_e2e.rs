@@ -356,7 +356,7 @@ async fn database_outage(live: &LivePlatform) -> Result<()> {
     live.cluster.database("stop", &[])?;
     // Uncached predictions keep the pods calling the database, as users would.
     let mut n = 0.0;
-    let opened = eventually(Duration::from_secs(120), || {
+    let (opened, opened_at) = eventually(Duration::from_secs(120), || {
         n += 1.0;
         let body = json!({ "statement": statement(1000.0 + n) });
         let (api, path) = (&api, &path);
@@ -364,7 +364,7 @@ async fn database_outage(live: &LivePlatform) -> Result<()> {
             let _ = api.post(path, body).await;
             let summary = breakers(live).await?;
             ensure!(summary.contains("database=Open"), "breakers: {summary:?}");
-            Ok(stopped.elapsed().as_secs_f64())
+            Ok((stopped.elapsed().as_secs_f64(), Instant::now()))
         }
     })
     .await?;
@@ -388,7 +388,12 @@ async fn database_outage(live: &LivePlatform) -> Result<()> {
         write.text
     );
     let retry = write.retry_after.clone().context("503 without Retry-After")?;
-    ensure!(retry.parse::<u64>().is_ok_and(|s| s >= 1), "Retry-After {retry:?}");
+    // The breaker's recovery timeout is 60 s: the pods say how much of it is left.
+    let left = 60.0 - opened_at.elapsed().as_secs_f64();
+    ensure!(
+        retry.parse::<f64>().is_ok_and(|s| s >= 1.0 && (s - left).abs() <= 15.0),
+        "Retry-After {retry:?} with about {left:.0} s of the recovery timeout left"
+    );
     ensure!(!write.text.contains("sqlx") && !write.text.contains("10.244."), "internals in the error: {}", write.text);
     eprintln!("figure: faults: during the outage a cached prediction answers 200 and a write 503 with Retry-After {retry} s ({})", write.text);
 

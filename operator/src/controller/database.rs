@@ -22,12 +22,35 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// What went wrong reaching the database, in the words the condition uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Unreachable {
-    HostNotFound { host: String, detail: String },
-    Refused { host: String, port: u16 },
-    TimedOut { host: String, port: u16 },
-    AuthenticationFailed { username: String, detail: String },
-    DatabaseMissing { name: String },
-    Other { host: String, port: u16, detail: String },
+    HostNotFound {
+        host: String,
+        detail: String,
+    },
+    Refused {
+        host: String,
+        port: u16,
+    },
+    /// Accepted and closed at once: typically a proxy (a Service) with nothing behind it.
+    Reset {
+        host: String,
+        port: u16,
+    },
+    TimedOut {
+        host: String,
+        port: u16,
+    },
+    AuthenticationFailed {
+        username: String,
+        detail: String,
+    },
+    DatabaseMissing {
+        name: String,
+    },
+    Other {
+        host: String,
+        port: u16,
+        detail: String,
+    },
 }
 
 impl Unreachable {
@@ -39,6 +62,10 @@ impl Unreachable {
             Self::Refused { host, port } => {
                 ("DatabaseUnreachable", format!("database {host}:{port} refuses connections"))
             }
+            Self::Reset { host, port } => (
+                "DatabaseUnreachable",
+                format!("database {host}:{port} closes every connection at once (is the server behind it down?)"),
+            ),
             Self::TimedOut { host, port } => (
                 "DatabaseUnreachable",
                 format!("database {host}:{port} did not answer within {} s", CHECK_TIMEOUT.as_secs()),
@@ -66,6 +93,17 @@ pub fn classify(host: &str, port: u16, database: &str, username: &str, error: &s
     match error {
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Unreachable::Refused { host: host.to_owned(), port }
+        }
+        sqlx::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            Unreachable::Reset { host: host.to_owned(), port }
         }
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             Unreachable::TimedOut { host: host.to_owned(), port }
