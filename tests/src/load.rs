@@ -3,7 +3,7 @@
 //! status. It stops by itself.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,15 @@ pub async fn open_loop<F>(rate: f64, duration: Duration, make: F) -> Report
 where
     F: Fn(u64) -> Spec + Send + Sync + 'static,
 {
+    open_loop_until(rate, duration, Arc::new(AtomicBool::new(false)), make).await
+}
+
+/// Like [`open_loop`], but sends nothing more once `stop` is set (still at most `duration`);
+/// requests already sent are waited for and reported.
+pub async fn open_loop_until<F>(rate: f64, duration: Duration, stop: Arc<AtomicBool>, make: F) -> Report
+where
+    F: Fn(u64) -> Spec + Send + Sync + 'static,
+{
     let client = client(256);
     let parts = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
@@ -136,6 +145,9 @@ where
     for n in 0..total {
         let due = started + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let (client, spec, parts) = (client.clone(), make(n), parts.clone());
         handles.push(tokio::spawn(async move {
             let mut report = Report::default();

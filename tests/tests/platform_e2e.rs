@@ -464,3 +464,126 @@ async fn unusable_database(live: &LivePlatform) -> Result<()> {
     eprintln!("figure: faults: database fixed in the spec: Ready=True after {:.1} s", applied.elapsed().as_secs_f64());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spec_changes_and_a_password_rotation_roll_the_platform_under_steady_load() -> Result<()> {
+    let (live, _) = installed_and_ready(json!({})).await?;
+    or_dump_logs(changes(&live).await, &live);
+    Ok(())
+}
+
+/// Generations of the platform's Deployments, by name.
+async fn generations(live: &LivePlatform) -> Result<Vec<(String, i64)>> {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(live.client.clone(), NAMESPACE);
+    let mut out = Vec::new();
+    for name in ["risk-api", "risk-worker", "risk-pgbouncer"] {
+        out.push((name.to_owned(), api.get(name).await?.metadata.generation.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Runs `change` under steady load (reads and uncached writes at 40 req/s) and waits until every
+/// Deployment it touched has rolled out and the platform is Ready; returns what was measured.
+async fn under_load(
+    live: &LivePlatform,
+    api: &ApiClient,
+    company: &str,
+    what: &str,
+    change: impl std::future::Future<Output = Result<()>>,
+) -> Result<u64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (read, write, key) = (
+        format!("{}/api/v1/companies/{company}", api.base),
+        format!("{}/api/v1/companies/{company}/predictions", api.base),
+        api.key.clone(),
+    );
+    let salt = rand_salt();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let traffic = tokio::spawn(riskplatform_tests::load::open_loop_until(
+        40.0,
+        Duration::from_secs(400),
+        stop.clone(),
+        move |n| {
+            let (method, url, body) = if n % 2 == 0 {
+                (reqwest::Method::GET, read.clone(), None)
+            } else {
+                let body = json!({ "statement": statement(salt + n as f64) }).to_string();
+                (reqwest::Method::POST, write.clone(), Some(body))
+            };
+            riskplatform_tests::load::Spec { method, url, key: key.clone(), body }
+        },
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = generations(live).await?;
+    let started = Instant::now();
+    change.await?;
+    let rolled = eventually(Duration::from_secs(60), || async {
+        let now = generations(live).await?;
+        let moved: Vec<String> = now.iter().zip(&before).filter(|(n, b)| n.1 > b.1).map(|(n, _)| n.0.clone()).collect();
+        ensure!(!moved.is_empty(), "no Deployment changed yet after {what}");
+        Ok(moved)
+    })
+    .await?;
+    for name in &rolled {
+        live.wait_deployment(NAMESPACE, name, Duration::from_secs(240)).await?;
+    }
+    live.wait_ready(Duration::from_secs(120)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = traffic.await?;
+    let failed = report.failed + report.statuses.iter().filter(|(s, _)| **s >= 500).map(|(_, n)| n).sum::<u64>();
+    let refused = report.statuses.iter().filter(|(s, _)| (400..500).contains(*s)).map(|(_, n)| n).sum::<u64>();
+    eprintln!(
+        "figure: changes: {what}: {} rolled in {seconds:.1} s; {failed} of {} requests failed ({} without an answer, statuses {:?}), {refused} refused, p99 {:.0} ms",
+        rolled.join(", "),
+        report.sent,
+        report.failed,
+        report.statuses,
+        report.percentile_ms(0.99)
+    );
+    Ok(failed + refused)
+}
+
+/// A number unlikely to repeat between test runs, so predictions under load are never cached.
+fn rand_salt() -> f64 {
+    f64::from(uuid::Uuid::new_v4().as_u128() as u32 % 100_000) * 1000.0
+}
+
+async fn changes(live: &LivePlatform) -> Result<()> {
+    let key = live.create_tenant(Duration::from_secs(120)).await?;
+    let api = live.api(Some(&key)).await?;
+    let company = create_company(&api, "ROLL").await?;
+    let patch = |spec: Value| async move {
+        live.kubectl(
+            &[
+                "-n",
+                NAMESPACE,
+                "patch",
+                "riskplatform",
+                PLATFORM,
+                "--type",
+                "merge",
+                "-p",
+                &json!({ "spec": spec }).to_string(),
+            ],
+            None,
+        )
+        .map(|_| ())
+    };
+    let mut failures = Vec::new();
+    let resources = json!({ "api": { "resources": {
+        "requests": { "cpu": "120m", "memory": "256Mi" }, "limits": { "cpu": "500m", "memory": "512Mi" } } } });
+    failures.push(("resources", under_load(live, &api, &company, "API resources", patch(resources)).await?));
+    let image = json!({ "api": { "image": "ghcr.io/riskplatform/riskplatform-api:rollout-check" } });
+    failures.push(("image", under_load(live, &api, &company, "an image tag", patch(image)).await?));
+    let env = json!({ "api": { "env": [{ "name": "RUST_LOG", "value": "info,riskplatform_api=debug" }] } });
+    failures.push(("env", under_load(live, &api, &company, "an env setting (RUST_LOG)", patch(env)).await?));
+    let rotate = async {
+        live.cluster.database("rotate", &[])?;
+        live.cluster.database("secret", &[NAMESPACE, "risk-db-credentials"])
+    };
+    failures.push(("rotation", under_load(live, &api, &company, "database password rotated", rotate).await?));
+    ensure!(failures.iter().all(|(_, n)| *n == 0), "requests failed during rollouts: {failures:?}");
+    Ok(())
+}
