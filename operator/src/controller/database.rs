@@ -157,7 +157,10 @@ impl DatabaseCheck {
             host: spec.host.clone(),
             port,
             database: spec.name.clone(),
-            credentials_hash: validated.credentials_hash.clone(),
+            credentials_hash: super::build::config_hash_of(&[
+                validated.credentials.username.as_bytes(),
+                validated.credentials.password.as_bytes(),
+            ]),
         };
         let now = Instant::now();
         {
@@ -271,7 +274,11 @@ mod tests {
     #[tokio::test]
     async fn a_host_that_does_not_resolve_and_a_closed_port_are_reported_as_such() {
         let validated = Validated {
-            credentials: super::super::validate::Credentials { username: "app".into(), password: "secret".into() },
+            credentials: super::super::validate::Credentials {
+                username: "app".into(),
+                password: "secret".into(),
+                client_password: "c".into(),
+            },
             credentials_hash: "h".into(),
         };
         let check = DatabaseCheck::new(Duration::from_secs(60));

@@ -129,7 +129,15 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
 
     // validate + build (pure), then apply; permanent problems (a spec that cannot work, a child
     // the API server refuses) wait for a change of the spec or the Secret
-    let (built, validated) = match validate::validate(&rp, &namespace, secret.as_deref()) {
+    let auth_name = build::names(&rp).pgbouncer_auth;
+    let auth = match caches.secrets.get(&cache::key(&namespace, &auth_name)) {
+        Some(meta) => caches.credentials.get(client, &namespace, &auth_name, Some(&meta)).await?,
+        // Not in the store: new, or applied so recently that its watch event is still on the
+        // way; asked once, so a password already handed to the pods is never replaced.
+        None => Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&auth_name).await?.map(Arc::new),
+    };
+    let client_password = validate::client_password(auth.as_deref());
+    let (built, validated) = match validate::validate(&rp, &namespace, secret.as_deref(), client_password) {
         Ok(v) => (build::build(&rp, &v), Some(v)),
         Err(e) => (Err(e), None),
     };

@@ -8,16 +8,24 @@ use riskplatform_crd::RiskPlatform;
 use crate::controller::build::names;
 use crate::error::{Error, Result};
 
-/// Database credentials read from the referenced Secret. Debug never prints the password.
+/// Database credentials read from the referenced Secret, and the password the platform's pods
+/// give PgBouncer. Debug never prints a password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// The API's and workers' password at PgBouncer, generated once and kept in the owned auth
+    /// Secret: it never changes with the database password, so a rotation rolls only PgBouncer.
+    pub client_password: String,
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("client_password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -25,13 +33,33 @@ impl fmt::Debug for Credentials {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validated {
     pub credentials: Credentials,
-    /// Hash of the credentials, put in pod templates under [`super::build::CONFIG_HASH_ANNOTATION`] so a rotated
-    /// password rolls the pods that read it from their environment.
+    /// Hash of what the API and worker pods read from their environment at start (the database
+    /// username and their PgBouncer password), put in their pod templates under
+    /// [`super::build::CONFIG_HASH_ANNOTATION`] so a change rolls them.
     pub credentials_hash: String,
 }
 
-/// Checks the credentials Secret of `rp`; `secret` is what the fetch step found under its name.
-pub fn validate(rp: &RiskPlatform, namespace: &str, secret: Option<&Secret>) -> Result<Validated> {
+/// The owned auth Secret's key holding the pods' PgBouncer password.
+pub const CLIENT_PASSWORD_KEY: &str = "client-password";
+
+/// The pods' PgBouncer password: the one the owned auth Secret `auth` already holds, else a new
+/// random one (244 bits).
+pub fn client_password(auth: Option<&Secret>) -> String {
+    auth.and_then(|s| s.data.as_ref())
+        .and_then(|d| d.get(CLIENT_PASSWORD_KEY))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|v| v.len() >= 32)
+        .unwrap_or_else(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
+}
+
+/// Checks the credentials Secret of `rp`; `secret` is what the fetch step found under its name,
+/// `client_password` the pods' PgBouncer password ([`client_password`]).
+pub fn validate(
+    rp: &RiskPlatform,
+    namespace: &str,
+    secret: Option<&Secret>,
+    client_password: String,
+) -> Result<Validated> {
     let reference = &rp.spec.pgbouncer.credentials_secret_ref;
     let field = "spec.pgbouncer.credentialsSecretRef";
     let secret = secret.ok_or_else(|| Error::SecretMissing {
@@ -45,7 +73,8 @@ pub fn validate(rp: &RiskPlatform, namespace: &str, secret: Option<&Secret>) -> 
             .as_ref()
             .and_then(|d| d.get(key))
             .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .filter(|v| !v.is_empty())
+            // PgBouncer's auth file holds one entry per line.
+            .filter(|v| !v.is_empty() && !v.contains(['\n', '\r', '\0']))
             .ok_or_else(|| Error::SecretKeyMissing {
                 namespace: namespace.to_owned(),
                 name: reference.name.clone(),
@@ -53,12 +82,15 @@ pub fn validate(rp: &RiskPlatform, namespace: &str, secret: Option<&Secret>) -> 
                 field,
             })
     };
-    let credentials =
-        Credentials { username: read(&reference.username_key)?, password: read(&reference.password_key)? };
+    let credentials = Credentials {
+        username: read(&reference.username_key)?,
+        password: read(&reference.password_key)?,
+        client_password,
+    };
     let credentials_hash = super::build::config_hash_of(&[
         names(rp).platform.as_bytes(),
         credentials.username.as_bytes(),
-        credentials.password.as_bytes(),
+        credentials.client_password.as_bytes(),
     ]);
     Ok(Validated { credentials, credentials_hash })
 }

@@ -14,7 +14,7 @@ use k8s_openapi::ByteString;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
 use super::workloads::service;
-use crate::controller::validate::Validated;
+use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY};
 
 /// PgBouncer's conventional port.
 pub const PORT: i32 = 6432;
@@ -39,8 +39,11 @@ pub fn replica_database(name: &str, n: usize) -> String {
     format!("{name}_ro_{n}")
 }
 
-/// The pgbouncer.ini for a platform. Passwords live in the auth file, never here.
-pub fn ini(ctx: &BuildContext) -> String {
+/// The pgbouncer.ini for a platform. Passwords live in the auth file, never here: PgBouncer
+/// logs in to PostgreSQL as `server_user` with that user's password from the auth file, whoever
+/// the client is.
+pub fn ini(ctx: &BuildContext, server_user: &str) -> String {
+    let server_user = connstring_value(server_user);
     let pg = &ctx.rp.spec.pgbouncer;
     let db = &pg.database;
     // A replica is the same database on another server, so it is reached under its own name.
@@ -49,12 +52,18 @@ pub fn ini(ctx: &BuildContext) -> String {
         .iter()
         .enumerate()
         .map(|(n, r)| {
-            format!("{} = host={} port={} dbname={}\n", replica_database(&db.name, n), r.host, r.port, db.name)
+            format!(
+                "{} = host={} port={} dbname={} user={server_user}\n",
+                replica_database(&db.name, n),
+                r.host,
+                r.port,
+                db.name
+            )
         })
         .collect();
     format!(
         "[databases]\n\
-         {name} = host={host} port={port} dbname={name}\n\
+         {name} = host={host} port={port} dbname={name} user={server_user}\n\
          {replicas}\
          \n\
          [pgbouncer]\n\
@@ -81,16 +90,37 @@ pub fn ini(ctx: &BuildContext) -> String {
     )
 }
 
-/// PgBouncer's userlist.txt format: `"user" "password"`, with `"` doubled inside values.
-fn userlist(username: &str, password: &str) -> String {
-    format!("\"{}\" \"{}\"\n", username.replace('"', "\"\""), password.replace('"', "\"\""))
+/// A value in a PgBouncer connect string: quoted, with `'` doubled, when it is not a plain word.
+fn connstring_value(v: &str) -> String {
+    if !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+        v.to_owned()
+    } else {
+        format!("'{}'", v.replace('\'', "''"))
+    }
+}
+
+/// The user the API and workers log in to PgBouncer as, with their own password: never the
+/// database user, so the database password can change without them.
+pub fn client_user(database_user: &str) -> &'static str {
+    const CLIENT_USER: &str = "riskplatform-app";
+    if database_user == CLIENT_USER {
+        "riskplatform-app-client"
+    } else {
+        CLIENT_USER
+    }
+}
+
+/// PgBouncer's userlist.txt format: `"user" "password"` per line, with `"` doubled inside values.
+fn userlist(users: &[(&str, &str)]) -> String {
+    users.iter().map(|(u, p)| format!("\"{}\" \"{}\"\n", u.replace('"', "\"\""), p.replace('"', "\"\""))).collect()
 }
 
 pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
     let names = &ctx.names;
     let pg = &ctx.rp.spec.pgbouncer;
-    let ini = ini(ctx);
-    let userlist = userlist(&validated.credentials.username, &validated.credentials.password);
+    let c = &validated.credentials;
+    let ini = ini(ctx, &c.username);
+    let userlist = userlist(&[(&c.username, &c.password), (client_user(&c.username), &c.client_password)]);
     let hash = common::config_hash(&[ini.as_bytes(), userlist.as_bytes()]);
 
     let mut container = common::container("pgbouncer", &pg.image);
@@ -172,7 +202,10 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
         auth: Secret {
             metadata: ctx.meta(&names.pgbouncer_auth, Some(Component::PgBouncer)),
             type_: Some("Opaque".to_owned()),
-            data: Some(BTreeMap::from([("userlist.txt".to_owned(), ByteString(userlist.into_bytes()))])),
+            data: Some(BTreeMap::from([
+                ("userlist.txt".to_owned(), ByteString(userlist.into_bytes())),
+                (CLIENT_PASSWORD_KEY.to_owned(), ByteString(c.client_password.clone().into_bytes())),
+            ])),
             ..Default::default()
         },
         deployment,

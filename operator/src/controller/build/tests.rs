@@ -16,8 +16,13 @@ fn fixture(name: &str) -> RiskPlatform {
 
 fn validated(password: &str) -> Validated {
     Validated {
-        credentials: Credentials { username: "risk".into(), password: password.into() },
-        credentials_hash: config_hash_of(&[password.as_bytes()]),
+        credentials: Credentials {
+            username: "risk".into(),
+            password: password.into(),
+            client_password: "c".repeat(64),
+        },
+        // What the API and worker pods read at start: not the database password.
+        credentials_hash: config_hash_of(&[b"risk", b"c"]),
     }
 }
 
@@ -146,7 +151,7 @@ fn pgbouncer_ini_carries_the_documented_pool_settings_and_no_password() {
     let children = build(&fixture("minimal.yaml"), &validated("s3cret-pw")).expect("build");
     let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
     for line in [
-        "risk = host=postgres.databases.svc port=5432 dbname=risk",
+        "risk = host=postgres.databases.svc port=5432 dbname=risk user=risk",
         "pool_mode = transaction",
         "max_client_conn = 2000",
         "default_pool_size = 50",
@@ -157,7 +162,7 @@ fn pgbouncer_ini_carries_the_documented_pool_settings_and_no_password() {
     }
     assert!(!ini.contains("s3cret-pw"));
     let auth = &children.pgbouncer_auth.data.as_ref().expect("data")["userlist.txt"];
-    assert_eq!(String::from_utf8_lossy(&auth.0), "\"risk\" \"s3cret-pw\"\n");
+    assert!(String::from_utf8_lossy(&auth.0).starts_with("\"risk\" \"s3cret-pw\"\n\"riskplatform-app\" "));
 }
 
 #[test]
@@ -169,9 +174,9 @@ fn each_read_replica_gets_a_read_only_pgbouncer_database_and_the_api_is_told_the
     assert_eq!(
         databases,
         [
-            "risk = host=postgres.databases.svc port=5432 dbname=risk",
-            "risk_ro_0 = host=postgres-replica-0.databases.svc port=5432 dbname=risk",
-            "risk_ro_1 = host=10.0.0.12 port=6543 dbname=risk",
+            "risk = host=postgres.databases.svc port=5432 dbname=risk user=risk",
+            "risk_ro_0 = host=postgres-replica-0.databases.svc port=5432 dbname=risk user=risk",
+            "risk_ro_1 = host=10.0.0.12 port=6543 dbname=risk user=risk",
         ]
     );
     let api = container(&children.api_deployment, "api");
@@ -202,11 +207,11 @@ fn no_configmap_or_pod_spec_contains_the_password() {
         serde_json::to_string(&children.worker_deployment).unwrap_or_default(),
         serde_json::to_string(&children.pgbouncer_deployment).unwrap_or_default(),
     ] {
-        assert!(!text.contains("s3cret-pw"), "password leaked into {text}");
+        assert!(!text.contains("s3cret-pw") && !text.contains(&"c".repeat(64)), "password leaked into {text}");
     }
-    let api = container(&children.api_deployment, "api");
+    let migrate = container(&children.api_deployment, "migrate");
     let password =
-        env(api, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
+        env(migrate, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
     assert_eq!((password.name.as_str(), password.key.as_str()), ("risk-db-credentials", "password"));
 }
 
@@ -289,15 +294,16 @@ fn external_redis_builds_no_redis_and_passes_the_password_by_reference() {
     assert_eq!(env(worker, "REDIS_URL").value.as_deref(), Some("redis://:$(REDIS_PASSWORD)@cache.example:6380/2"));
     let pw = env(worker, "REDIS_PASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
     assert_eq!((pw.name.as_str(), pw.key.as_str()), ("redis-auth", "pw"));
-    let user = env(worker, "PGUSER").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
+    let migrate = container(&children.api_deployment, "migrate");
+    let user = env(migrate, "PGUSER").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
     assert_eq!((user.name.as_str(), user.key.as_str()), ("db", "user"));
     let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
-    assert!(ini.contains("scoring = host=db.example port=6543 dbname=scoring"));
+    assert!(ini.contains("scoring = host=db.example port=6543 dbname=scoring user=risk"));
     assert!(ini.contains("pool_mode = session") && ini.contains("default_pool_size = 20"));
 }
 
 #[test]
-fn a_new_password_changes_the_pod_template_hashes_so_pods_roll() {
+fn a_new_database_password_rolls_pgbouncer_only_and_the_pods_keep_their_own_login() {
     let rp = fixture("minimal.yaml");
     let before = build(&rp, &validated("old")).expect("build");
     let after = build(&rp, &validated("new")).expect("build");
@@ -308,9 +314,46 @@ fn a_new_password_changes_the_pod_template_hashes_so_pods_roll() {
             .and_then(|m| m.annotations.clone())
             .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
     };
-    assert_ne!(hash(&before.api_deployment), hash(&after.api_deployment));
     assert_ne!(hash(&before.pgbouncer_deployment), hash(&after.pgbouncer_deployment));
-    assert_eq!(build(&rp, &validated("old")).map(|c| hash(&c.api_deployment)).ok(), Some(hash(&before.api_deployment)));
+    assert_eq!(hash(&before.api_deployment), hash(&after.api_deployment));
+    assert_eq!(hash(&before.worker_deployment), hash(&after.worker_deployment));
+
+    // The pods log in to PgBouncer as their own user with the password kept in the auth Secret;
+    // PgBouncer logs in to PostgreSQL as the database user.
+    let api = container(&after.api_deployment, "api");
+    assert_eq!(env(api, "PGUSER").value.as_deref(), Some("riskplatform-app"));
+    let pw = env(api, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
+    assert_eq!((pw.name.as_str(), pw.key.as_str()), ("risk-pgbouncer-auth", "client-password"));
+    let auth = after.pgbouncer_auth.data.as_ref().expect("data");
+    let userlist = String::from_utf8(auth["userlist.txt"].0.clone()).expect("utf-8");
+    assert_eq!(userlist, format!("\"risk\" \"new\"\n\"riskplatform-app\" \"{}\"\n", "c".repeat(64)));
+    assert_eq!(auth["client-password"].0, "c".repeat(64).into_bytes());
+
+    // Another client password (a new platform) rolls the API and the workers.
+    let mut other = validated("new");
+    other.credentials.client_password = "d".repeat(64);
+    other.credentials_hash = config_hash_of(&[b"d"]);
+    let rebuilt = build(&rp, &other).expect("build");
+    assert_ne!(hash(&after.api_deployment), hash(&rebuilt.api_deployment));
+}
+
+#[test]
+fn a_database_user_named_like_the_pods_own_gets_them_another_name() {
+    assert_eq!(pgbouncer::client_user("risk"), "riskplatform-app");
+    assert_ne!(pgbouncer::client_user("riskplatform-app"), "riskplatform-app");
+}
+
+#[test]
+fn the_pods_password_is_kept_once_generated() {
+    use crate::controller::validate::client_password;
+    let fresh = client_password(None);
+    assert_eq!(fresh.len(), 64);
+    assert_ne!(fresh, client_password(None), "random");
+    let kept = k8s_openapi::api::core::v1::Secret {
+        data: Some([("client-password".to_owned(), k8s_openapi::ByteString(fresh.clone().into_bytes()))].into()),
+        ..Default::default()
+    };
+    assert_eq!(client_password(Some(&kept)), fresh);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
 use super::pgbouncer::PORT as PGBOUNCER_PORT;
-use crate::controller::validate::Validated;
+use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY};
 
 /// Port of the API's HTTP listener (REST, health and metrics).
 pub const API_PORT: i32 = 8080;
@@ -37,7 +37,7 @@ pub fn build(ctx: &BuildContext, validated: &Validated, redis_url: &str) -> Work
     let spec = &ctx.rp.spec;
     let api_image = spec.api.image.as_str();
     let worker_image = spec.workers.image.as_deref().unwrap_or(api_image);
-    let env = app_env(ctx, redis_url);
+    let env = app_env(ctx, validated, redis_url);
 
     let mut api = common::container("api", api_image);
     api.args = Some(vec!["serve".to_owned()]);
@@ -77,11 +77,17 @@ pub fn build(ctx: &BuildContext, validated: &Validated, redis_url: &str) -> Work
     }
 }
 
-/// Environment shared by API and workers: where PgBouncer and Redis are, and the database
-/// credentials by Secret reference (never as values).
-fn app_env(ctx: &BuildContext, redis_url: &str) -> Vec<EnvVar> {
+/// Environment shared by API and workers: where PgBouncer and Redis are, and the pods' own
+/// PgBouncer login, its password by reference to the owned auth Secret (never as a value).
+fn app_env(ctx: &BuildContext, validated: &Validated, redis_url: &str) -> Vec<EnvVar> {
     let spec = &ctx.rp.spec;
-    let mut env = database_env(ctx, &ctx.names.pgbouncer, PGBOUNCER_PORT);
+    let mut env = vec![
+        value_env("PGHOST", &ctx.names.pgbouncer),
+        value_env("PGPORT", &PGBOUNCER_PORT.to_string()),
+        value_env("PGDATABASE", &spec.pgbouncer.database.name),
+        value_env("PGUSER", super::pgbouncer::client_user(&validated.credentials.username)),
+        secret_env("PGPASSWORD", &ctx.names.pgbouncer_auth, CLIENT_PASSWORD_KEY),
+    ];
     match &spec.redis.password_secret_ref {
         Some(secret) => {
             env.push(secret_env("REDIS_PASSWORD", &secret.name, &secret.key));
@@ -118,7 +124,8 @@ fn api_env(ctx: &BuildContext, mut env: Vec<EnvVar>) -> Vec<EnvVar> {
     env
 }
 
-/// libpq-style variables the API reads; host and port select PgBouncer or PostgreSQL itself.
+/// libpq-style variables of the migrations, which log in to PostgreSQL itself as the database
+/// user (credentials by Secret reference).
 fn database_env(ctx: &BuildContext, host: &str, port: i32) -> Vec<EnvVar> {
     let db = &ctx.rp.spec.pgbouncer;
     vec![
