@@ -152,6 +152,10 @@ pub struct ServeArgs {
     /// Responses larger than this (bytes) are compressed (gzip or brotli) for clients that accept it.
     #[arg(long, env = "RISK_COMPRESS_ABOVE_BYTES", default_value_t = 512)]
     pub compress_above_bytes: u16,
+    /// Seconds between the stop signal and closing the listener, while readiness fails and every
+    /// response closes its connection, so clients and the Service move to other pods first.
+    #[arg(long, env = "RISK_SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]
+    pub shutdown_drain_seconds: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

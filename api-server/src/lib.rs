@@ -9,6 +9,7 @@ pub mod config;
 pub mod csvio;
 pub mod db;
 pub mod deps;
+pub mod drain;
 pub mod error;
 pub mod invalidation;
 pub mod metrics;

@@ -52,7 +52,8 @@ pub fn spawn_background(state: &AppState) {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, drains for the configured seconds ([`crate::drain`]), then
+/// lets in-flight requests finish.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let state = state(&args)?;
     spawn_background(&state);
@@ -66,6 +67,14 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 's
         .await
         .with_context(|| format!("binding {}", args.listen_addr))?;
     tracing::info!(addr = %args.listen_addr, model_version = MODEL_VERSION, "serving");
+    let draining = state.draining.clone();
+    let drain = Duration::from_secs(args.shutdown_drain_seconds);
+    let shutdown = async move {
+        shutdown.await;
+        draining.start();
+        tracing::info!(seconds = drain.as_secs(), "draining before shutdown");
+        tokio::time::sleep(drain).await;
+    };
     axum::serve(listener, crate::routes::router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

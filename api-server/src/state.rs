@@ -65,6 +65,8 @@ pub struct Components {
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
+    /// Set when the process was asked to stop: readiness fails and connections close.
+    pub draining: crate::drain::Draining,
 }
 
 /// Company metadata changes (rename, deactivate). Other pods drop their L1 copy when told; while
@@ -133,6 +135,7 @@ impl AppState {
             metrics,
             registry: Arc::new(registry),
             settings: Arc::new(settings),
+            draining: Default::default(),
             db,
             redis,
         }))

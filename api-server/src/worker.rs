@@ -262,7 +262,8 @@ pub async fn run(args: WorkerArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    let admin = crate::routes::admin_router(Probes { db: db.clone(), redis }, Arc::new(registry));
+    let admin =
+        crate::routes::admin_router(Probes { db: db.clone(), redis, draining: Default::default() }, Arc::new(registry));
     let mut admin_stop = stop.clone();
     let admin_task = tokio::spawn(async move {
         let _ = axum::serve(listener, admin)

@@ -22,11 +22,12 @@ use crate::state::AppState;
 pub struct Probes {
     pub db: Db,
     pub redis: redis::aio::ConnectionManager,
+    pub draining: crate::drain::Draining,
 }
 
 impl FromRef<AppState> for Probes {
     fn from_ref(state: &AppState) -> Self {
-        Self { db: state.db.clone(), redis: state.redis.clone() }
+        Self { db: state.db.clone(), redis: state.redis.clone(), draining: state.draining.clone() }
     }
 }
 
@@ -34,7 +35,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// ok or unavailable.
+    /// ok, unavailable, or draining (the process is stopping: send no more traffic).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -148,6 +149,9 @@ where
 #[utoipa::path(get, path = "/health/ready", tag = "health", security(),
     responses((status = 200, body = Health), (status = 503, description = "PostgreSQL or Redis is unreachable", body = Health)))]
 pub async fn ready(State(probes): State<Probes>) -> (StatusCode, Json<Health>) {
+    if probes.draining.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "draining", checks: Vec::new() }));
+    }
     let database = check(&probes, Dependency::Database, probes.db.ping(), database_failure);
     let mut conn = probes.redis.clone();
     let pong = async move { conn.ping::<String>().await.map(|_| ()) };

@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(compression(state.settings.compress_above_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.draining.clone(), crate::drain::close_connections))
         .with_state(state.clone());
     api.merge(Router::new().route("/metrics", get(crate::metrics::serve)).with_state(state.registry.clone()))
 }
