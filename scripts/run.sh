@@ -30,6 +30,10 @@ if [ "${local_database:-false}" = true ]; then
   # The operator runs on this host, where the local cluster's Prometheus answers on loopback.
   kubectl patch riskplatform risk --type merge \
     -p "{\"spec\":{\"prometheus\":{\"url\":\"$(cat "$dir/prometheus.url")\"}}}"
+  # This host does not resolve the cluster's Service names (the local cluster's pods find them in
+  # /etc/hosts), so the operator's database check, which runs where the operator runs, is off
+  # here; installed by the chart, the operator runs as a pod and checks the database.
+  export RISK_OPERATOR_DATABASE_CHECK_SECONDS="${RISK_OPERATOR_DATABASE_CHECK_SECONDS:-0}"
 fi
 echo "operator starting; in another shell: KUBECONFIG=$KUBECONFIG kubectl get riskplatforms"
 exec_status=0
