@@ -156,6 +156,9 @@ pub struct ServeArgs {
     /// response closes its connection, so clients and the Service move to other pods first.
     #[arg(long, env = "RISK_SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]
     pub shutdown_drain_seconds: u64,
+    /// Database connections opened before the pod first reports ready (at most the pool's size).
+    #[arg(long, env = "RISK_DB_WARM_CONNECTIONS", default_value_t = 4)]
+    pub db_warm_connections: u32,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

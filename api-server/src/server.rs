@@ -57,6 +57,7 @@ pub fn spawn_background(state: &AppState) {
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let state = state(&args)?;
     spawn_background(&state);
+    state.db.warm_up(args.db_warm_connections.min(args.database.max_connections));
     if let Some(name) = &args.published.breaker_configmap {
         let follower = crate::published::Follower::connect(&args.published.namespace, name)
             .await

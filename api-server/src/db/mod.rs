@@ -15,6 +15,7 @@ mod tx;
 pub use replicas::Replicas;
 pub use tx::Tx;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +67,8 @@ pub struct Db {
     pub deps: Arc<Deps>,
     /// Where reads that may lag go when one is healthy (none for workers and admin commands).
     pub replicas: Option<Arc<Replicas>>,
+    /// False while [`Db::warm_up`] has not yet opened its connections.
+    warm: Arc<AtomicBool>,
 }
 
 type PingResult = Result<(), Arc<ProbeError<sqlx::Error>>>;
@@ -77,7 +80,45 @@ impl Db {
             .max_connections(1)
             .acquire_timeout(Duration::from_millis(args.acquire_timeout_ms))
             .connect_lazy_with(connect_options(args));
-        Self { pool: pool(args), probe_pool, ping_in_flight: Arc::default(), deps, replicas: None }
+        Self {
+            pool: pool(args),
+            probe_pool,
+            ping_in_flight: Arc::default(),
+            deps,
+            replicas: None,
+            warm: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Opens `n` of the pool's connections in the background (retrying each second) and leaves
+    /// them idle in it; until then [`Db::is_warm`] is false and readiness fails. A new pod thus
+    /// takes traffic with connections ready for it: a cold pool opening them under load was seen
+    /// to time out and open the pod's breaker during a rollout.
+    pub fn warm_up(&self, n: u32) {
+        if n == 0 {
+            return;
+        }
+        self.warm.store(false, Ordering::Relaxed);
+        let (pool, warm) = (self.pool.clone(), self.warm.clone());
+        tokio::spawn(async move {
+            loop {
+                match futures::future::try_join_all((0..n).map(|_| pool.acquire())).await {
+                    Ok(_) => {
+                        warm.store(true, Ordering::Relaxed);
+                        tracing::info!(connections = n, "database pool warm");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "warming the database pool");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Relaxed)
     }
 
     /// The same database with read replicas for [`Db::read`].

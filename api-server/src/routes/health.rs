@@ -35,7 +35,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// ok, unavailable, or draining (the process is stopping: send no more traffic).
+    /// ok, unavailable, warming (reachable, its first connections still opening) or draining
+    /// (the process is stopping: send no more traffic).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -162,8 +163,14 @@ pub async fn ready(State(probes): State<Probes>) -> (StatusCode, Json<Health>) {
         redis_failure,
     );
     let (database, redis) = tokio::join!(database, redis);
-    let ok = database.ok && redis.ok;
-    let health = Health { status: if ok { "ok" } else { "unavailable" }, checks: vec![database, redis] };
+    let reachable = database.ok && redis.ok;
+    let ok = reachable && probes.db.is_warm();
+    let status = match (reachable, ok) {
+        (_, true) => "ok",
+        (true, false) => "warming",
+        (false, _) => "unavailable",
+    };
+    let health = Health { status, checks: vec![database, redis] };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(health))
 }
 
