@@ -88,7 +88,7 @@ impl Unreachable {
     }
 }
 
-/// Classifies a failed connection: `sqlstate` is the server's error code when it answered.
+/// Classifies a failed connection: by the I/O error, or by the SQLSTATE when the server answered.
 pub fn classify(host: &str, port: u16, database: &str, username: &str, error: &sqlx::Error) -> Unreachable {
     match error {
         sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
