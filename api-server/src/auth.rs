@@ -73,8 +73,23 @@ impl Caller {
     }
 }
 
-/// Keys are found by digest only; a revoked key keeps working for at most this long in a pod.
+/// Keys are found by digest only; a revoked key keeps working for at most this long in a pod,
+/// or, while the database is unavailable, until it answers again (at most [`KEY_STALE_TTL`]).
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// How long a key looked up once still authenticates while the database cannot be asked, so the
+/// cached predictions keep answering through an outage longer than [`KEY_CACHE_TTL`].
+pub const KEY_STALE_TTL: Duration = Duration::from_secs(3600);
+
+/// A cached key: who it is and when the database said so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub caller: Caller,
+    pub fetched: std::time::Instant,
+}
+
+/// The pod's key cache, by digest.
+pub type KeyCache = moka::sync::Cache<Vec<u8>, KeyEntry>;
 
 const KEY_PREFIX: &str = "rpk_";
 
@@ -126,19 +141,34 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let digest = digest(key);
-        let caller = match state.keys.get(&digest) {
-            Some(caller) => caller,
-            None => {
-                let mut tx = state.db.begin().await?;
-                let found = crate::db::tenants::caller(&mut tx, &digest).await;
-                let caller = state.db.finish(tx, found).await?.ok_or(ApiError::Unauthorized)?;
-                state.keys.insert(digest, caller);
-                caller
-            }
+        let cached = state.keys.get(&digest);
+        let caller = match cached {
+            Some(entry) if entry.fetched.elapsed() < KEY_CACHE_TTL => entry.caller,
+            stale => match lookup(state, &digest).await {
+                Ok(Some(caller)) => {
+                    state.keys.insert(digest, KeyEntry { caller, fetched: std::time::Instant::now() });
+                    caller
+                }
+                Ok(None) => {
+                    state.keys.invalidate(&digest);
+                    return Err(ApiError::Unauthorized);
+                }
+                // The database cannot say: the key it confirmed within the last hour still counts.
+                Err(ApiError::Unavailable { .. }) if stale.is_some() => {
+                    stale.map(|e| e.caller).ok_or(ApiError::Unauthorized)?
+                }
+                Err(e) => return Err(e),
+            },
         };
         state.limiter.check(caller.tenant)?;
         Ok(caller)
     }
+}
+
+async fn lookup(state: &AppState, digest: &[u8]) -> Result<Option<Caller>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let found = crate::db::tenants::caller(&mut tx, digest).await;
+    state.db.finish(tx, found).await
 }
 
 #[cfg(test)]

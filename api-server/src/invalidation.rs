@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures::StreamExt;
-use moka::sync::Cache;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,7 +21,6 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Caller;
 use crate::deps::{Dependency, Deps};
 
 /// The channel's default: beside the cache's keys (`rp:cache:<cache>:<key>`).
@@ -188,7 +186,7 @@ pub struct Subscriber {
     /// No message addresses an API key (keys never change through the service; a revoked one
     /// lapses within the key cache's TTL), but a wholesale clear drops them too: after a gap in
     /// the subscription nothing in L1 is trusted.
-    keys: Cache<Vec<u8>, Caller>,
+    keys: crate::auth::KeyCache,
     metrics: InvalidationMetrics,
 }
 
@@ -197,7 +195,7 @@ impl Subscriber {
         config: PubSubConfig,
         publisher: &Publisher,
         caches: Vec<Arc<dyn Local>>,
-        keys: Cache<Vec<u8>, Caller>,
+        keys: crate::auth::KeyCache,
         metrics: InvalidationMetrics,
     ) -> Self {
         Self {
@@ -313,7 +311,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::auth::Caller;
     use crate::config::RedisArgs;
+    use moka::sync::Cache;
 
     /// Records what it was told to drop.
     #[derive(Default)]
@@ -370,9 +370,13 @@ mod tests {
     async fn a_message_this_pod_cannot_read_or_place_drops_every_l1_entry() {
         let cache = Arc::new(Recorder::default());
         let (subscriber, _publisher, metrics) = subscriber(cache.clone());
-        subscriber
-            .keys
-            .insert(vec![1], Caller { key_id: Uuid::new_v4(), tenant: Uuid::new_v4(), role: crate::auth::Role::Admin });
+        subscriber.keys.insert(
+            vec![1],
+            crate::auth::KeyEntry {
+                caller: Caller { key_id: Uuid::new_v4(), tenant: Uuid::new_v4(), role: crate::auth::Role::Admin },
+                fetched: std::time::Instant::now(),
+            },
+        );
         subscriber.apply(b"{\"cache\": 3}");
         assert_eq!(subscriber.keys.get(&vec![1]), None, "the API key cache is cleared too");
         subscriber.apply(&payload(Uuid::new_v4(), "tenant", "t"));

@@ -8,7 +8,6 @@ use moka::sync::Cache;
 use prometheus_client::registry::Registry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::auth::{Caller, KEY_CACHE_TTL};
 use crate::cache::{CacheMetrics, Shared, TwoLevel, COMPANY_TTL, PREDICTION_TTL};
 use crate::config::RedisArgs;
 use crate::db::companies::Company;
@@ -55,7 +54,7 @@ pub struct Components {
     pub db: Db,
     pub redis: ConnectionManager,
     pub queue: Queue,
-    pub keys: Cache<Vec<u8>, Caller>,
+    pub keys: crate::auth::KeyCache,
     pub limiter: Arc<RateLimiter>,
     pub predictions: Arc<TwoLevel<PredictionRecord>>,
     pub companies: Arc<TwoLevel<Company>>,
@@ -116,7 +115,7 @@ impl AppState {
         ));
         let companies =
             Arc::new(TwoLevel::new("company", COMPANY_TTL, COMPANY_L1_TTL, settings.l1_cache_entries / 10, shared));
-        let keys = Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build();
+        let keys = Cache::builder().max_capacity(100_000).time_to_live(crate::auth::KEY_STALE_TTL).build();
         let subscriber = Subscriber::new(
             pubsub,
             &publisher,

@@ -22,6 +22,13 @@ const CONFIG_DIR: &str = "/etc/pgbouncer";
 /// A sibling of the config directory, not inside it: ConfigMap volumes are mounted read-only, so
 /// the runtime cannot create a mount point in one (the local cluster's kubelet showed it).
 const AUTH_DIR: &str = "/etc/pgbouncer-auth";
+/// How long a client's query may wait for a server connection before PgBouncer fails it
+/// (PgBouncer's default is 120 s): with PostgreSQL down, the API's calls then fail within
+/// seconds, so its breaker opens instead of every request hanging for two minutes.
+const QUERY_WAIT_TIMEOUT_SECONDS: u32 = 10;
+/// Seconds between PgBouncer's attempts to log in to a server that refused it (default 15), so
+/// a restarted PostgreSQL is used again at once.
+const SERVER_LOGIN_RETRY_SECONDS: u32 = 2;
 /// uid of the pgbouncer user in the default image.
 const PGBOUNCER_UID: i64 = 70;
 
@@ -77,6 +84,8 @@ pub fn ini(ctx: &BuildContext, server_user: &str) -> String {
          reserve_pool_size = {reserve}\n\
          max_db_connections = {max_db}\n\
          ignore_startup_parameters = extra_float_digits\n\
+         query_wait_timeout = {QUERY_WAIT_TIMEOUT_SECONDS}\n\
+         server_login_retry = {SERVER_LOGIN_RETRY_SECONDS}\n\
          server_tls_sslmode = prefer\n\
          unix_socket_dir =\n",
         name = db.name,

@@ -157,6 +157,8 @@ fn pgbouncer_ini_carries_the_documented_pool_settings_and_no_password() {
         "default_pool_size = 50",
         "reserve_pool_size = 10",
         "max_db_connections = 200",
+        "query_wait_timeout = 10",
+        "server_login_retry = 2",
     ] {
         assert!(ini.lines().any(|l| l == line), "missing {line:?} in\n{ini}");
     }
