@@ -144,20 +144,18 @@ impl FromRequestParts<AppState> for Caller {
         let cached = state.keys.get(&digest);
         let caller = match cached {
             Some(entry) if entry.fetched.elapsed() < KEY_CACHE_TTL => entry.caller,
-            stale => match lookup(state, &digest).await {
-                Ok(Some(caller)) => {
+            stale => match (lookup(state, &digest).await, stale) {
+                (Ok(Some(caller)), _) => {
                     state.keys.insert(digest, KeyEntry { caller, fetched: std::time::Instant::now() });
                     caller
                 }
-                Ok(None) => {
+                (Ok(None), _) => {
                     state.keys.invalidate(&digest);
                     return Err(ApiError::Unauthorized);
                 }
                 // The database cannot say: the key it confirmed within the last hour still counts.
-                Err(ApiError::Unavailable { .. }) if stale.is_some() => {
-                    stale.map(|e| e.caller).ok_or(ApiError::Unauthorized)?
-                }
-                Err(e) => return Err(e),
+                (Err(ApiError::Unavailable { .. }), Some(entry)) => entry.caller,
+                (Err(e), _) => return Err(e),
             },
         };
         state.limiter.check(caller.tenant)?;

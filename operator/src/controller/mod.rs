@@ -129,12 +129,13 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
 
     // validate + build (pure), then apply; permanent problems (a spec that cannot work, a child
     // the API server refuses) wait for a change of the spec or the Secret
-    let auth_name = build::names(&rp).pgbouncer_auth;
-    let auth = match caches.secrets.get(&cache::key(&namespace, &auth_name)) {
-        Some(meta) => caches.credentials.get(client, &namespace, &auth_name, Some(&meta)).await?,
+    let names = build::names(&rp);
+    let auth_name = &names.pgbouncer_auth;
+    let auth = match caches.secrets.get(&cache::key(&namespace, auth_name)) {
+        Some(meta) => caches.credentials.get(client, &namespace, auth_name, Some(&meta)).await?,
         // Not in the store: new, or applied so recently that its watch event is still on the
         // way; asked once, so a password already handed to the pods is never replaced.
-        None => Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&auth_name).await?.map(Arc::new),
+        None => Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(auth_name).await?.map(Arc::new),
     };
     let client_password = validate::client_password(auth.as_deref());
     let (built, validated) = match validate::validate(&rp, &namespace, secret.as_deref(), client_password) {
@@ -175,7 +176,6 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
 
     // Another autoscaler on our Deployments: report it; the autoscaler leaves that component alone.
     let hpas = caches.hpas.state_filter(|h| h.namespace().as_deref() == Some(namespace.as_str()));
-    let names = build::names(&rp);
     let competing = hpa::competing(hpas.iter().map(|h| h.as_ref()), &[&names.api, &names.workers]);
     let competing = (!competing.is_empty()).then(|| {
         let list: Vec<String> =
