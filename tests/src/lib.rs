@@ -3,6 +3,7 @@ pub mod api;
 pub mod cluster;
 pub mod echo;
 pub mod http;
+pub mod liverun;
 pub mod load;
 pub mod localcluster;
 pub mod operator;

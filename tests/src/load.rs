@@ -162,3 +162,40 @@ where
     let parts = std::mem::take(&mut *parts.lock().unwrap_or_else(|p| p.into_inner()));
     Report::merge(parts, elapsed)
 }
+
+/// What became of one request of a scheduled replay.
+#[derive(Clone, Copy, Debug)]
+pub struct Sent {
+    /// Seconds from the start of the replay at which it was sent.
+    pub at: f64,
+    /// Seconds until its answer was read; None without one (connection error, 10 s timeout).
+    pub latency: Option<f64>,
+    pub status: Option<u16>,
+}
+
+/// Sends one request at each of `times` (seconds from now, ascending), whether or not earlier ones
+/// answered, and reports every request in the order it was sent.
+pub async fn open_loop_at<F>(times: &[f64], make: F) -> Vec<Sent>
+where
+    F: Fn(u64) -> Spec,
+{
+    let client = client(512);
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(times.len());
+    for (n, at) in times.iter().copied().enumerate() {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(at.max(0.0))).into()).await;
+        let (client, spec) = (client.clone(), make(n as u64));
+        handles.push(tokio::spawn(async move {
+            let mut report = Report::default();
+            send(&client, spec, &mut report).await;
+            let status = report.statuses.keys().next().copied();
+            let latency = report.latencies_us.first().map(|us| *us as f64 / 1e6);
+            Sent { at, latency, status }
+        }));
+    }
+    let mut out = Vec::with_capacity(handles.len());
+    for (h, at) in handles.into_iter().zip(times) {
+        out.push(h.await.unwrap_or(Sent { at: *at, latency: None, status: None }));
+    }
+    out
+}

@@ -23,16 +23,17 @@ pub struct Outcome {
     pub excess_replica_hours_percent: f64,
     /// Overload minutes above the oracle's (the minutes no fleet within the bounds avoids).
     pub excess_overload_minutes: f64,
+    /// Replicas at the end of each trace row.
     #[serde(skip)]
-    pub replicas_per_minute: Vec<i32>,
+    pub replicas_per_row: Vec<i32>,
 }
 
-/// The load at tick `k` of `minute`: it moves linearly from one minute's rate to the next, as real
+/// The load at tick `k` of `row`: it moves linearly from one row's rate to the next, as real
 /// traffic ramps.
-fn load_at(rps: &[f64], minute: usize, k: i64) -> f64 {
-    let this_minute = rps[minute];
-    let next_minute = rps.get(minute + 1).copied().unwrap_or(this_minute);
-    this_minute + (next_minute - this_minute) * (k * TICK_SECONDS) as f64 / 60.0
+fn load_at(rps: &[f64], row: usize, k: i64, model: &Model) -> f64 {
+    let this_row = rps[row];
+    let next_row = rps.get(row + 1).copied().unwrap_or(this_row);
+    this_row + (next_row - this_row) * k as f64 / model.ticks_per_row() as f64
 }
 
 /// Opposite scale events closer than the flap interval.
@@ -46,20 +47,20 @@ fn count_flaps(events: &[(i64, i32)]) -> u32 {
 pub fn oracle(rps: &[f64], model: &Model) -> Outcome {
     let (mut overloaded_ticks, mut pod_seconds) = (0u64, 0i64);
     let mut events = Vec::new();
-    let mut replicas_per_minute = Vec::with_capacity(rps.len());
+    let mut replicas_per_row = Vec::with_capacity(rps.len());
     let mut current = model.min_replicas;
-    for minute in 0..rps.len() {
-        for k in 0..60 / TICK_SECONDS {
-            let load = load_at(rps, minute, k);
+    for row in 0..rps.len() {
+        for k in 0..model.ticks_per_row() {
+            let load = load_at(rps, row, k, model);
             let pods = model.oracle_replicas(load);
             if pods != current {
-                events.push((minute as i64 * 60 + k * TICK_SECONDS, (pods - current).signum()));
+                events.push((row as i64 * model.row_seconds + k * TICK_SECONDS, (pods - current).signum()));
                 current = pods;
             }
             overloaded_ticks += u64::from(model.overloaded(load, pods));
             pod_seconds += i64::from(pods) * TICK_SECONDS;
         }
-        replicas_per_minute.push(current);
+        replicas_per_row.push(current);
     }
     Outcome {
         policy: "oracle".to_owned(),
@@ -69,7 +70,7 @@ pub fn oracle(rps: &[f64], model: &Model) -> Outcome {
         flaps: count_flaps(&events),
         excess_replica_hours_percent: 0.0,
         excess_overload_minutes: 0.0,
-        replicas_per_minute,
+        replicas_per_row,
     }
 }
 
@@ -80,7 +81,7 @@ pub fn compare_with_oracle(outcome: &mut Outcome, oracle: &Outcome) {
     outcome.excess_overload_minutes = outcome.overload_minutes - oracle.overload_minutes;
 }
 
-/// Replays `rps` (one value per minute) through `scaler` under `model`, starting at the model's
+/// Replays `rps` (one value per trace row of `model.row_seconds`) through `scaler` under `model`, starting at the model's
 /// `min_replicas`, all ready.
 pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progress: impl FnMut(usize)) -> Outcome {
     // Start times of the pods that exist; a pod serves `startup_seconds` after it started.
@@ -89,14 +90,13 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
     let mut overloaded_ticks = 0u64;
     let mut pod_seconds = 0i64;
     let mut events: Vec<(i64, i32)> = Vec::new();
-    let mut replicas_per_minute = Vec::with_capacity(rps.len());
-    let ticks_per_minute = 60 / TICK_SECONDS;
+    let mut replicas_per_row = Vec::with_capacity(rps.len());
     let mut next_sync = 0;
-    for minute in 0..rps.len() {
-        progress(minute);
-        for k in 0..ticks_per_minute {
-            let now = minute as i64 * 60 + k * TICK_SECONDS;
-            let load = load_at(rps, minute, k);
+    for row in 0..rps.len() {
+        progress(row);
+        for k in 0..model.ticks_per_row() {
+            let now = row as i64 * model.row_seconds + k * TICK_SECONDS;
+            let load = load_at(rps, row, k, model);
             let ready = pods.iter().filter(|start| now - **start >= model.startup_seconds).count() as i32;
             let cpu = model.cpu_percent(load, ready);
             if now >= next_sync {
@@ -121,7 +121,7 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
             }
             pod_seconds += pods.len() as i64 * TICK_SECONDS;
         }
-        replicas_per_minute.push(pods.len() as i32);
+        replicas_per_row.push(pods.len() as i32);
     }
     Outcome {
         policy: scaler.name(),
@@ -131,7 +131,7 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
         flaps: count_flaps(&events),
         excess_replica_hours_percent: 0.0,
         excess_overload_minutes: 0.0,
-        replicas_per_minute,
+        replicas_per_row,
     }
 }
 
@@ -204,7 +204,21 @@ mod tests {
         let pod_ticks = 4 * 4 + 4 + 10 + 15 + 20 + 8 * 20;
         assert_eq!(out.replica_hours, f64::from(pod_ticks) * 15.0 / 3600.0);
         assert_eq!(out.overload_minutes, 2.0);
-        assert_eq!(out.replicas_per_minute, [4, 20, 20, 20]);
+        assert_eq!(out.replicas_per_row, [4, 20, 20, 20]);
+    }
+
+    #[test]
+    fn a_compressed_replay_spends_the_same_trace_in_a_quarter_of_the_time() {
+        let rps: Vec<f64> = std::iter::repeat_n(400.0, 60).chain(std::iter::repeat_n(600.0, 30)).collect();
+        let compressed = Model { row_seconds: 15, ..Model::default() };
+        let out = simulate(&mut Fixed(2), &rps, &compressed, |_| {});
+        // One tick per row: no ramp inside a row, so exactly the 30 rows at 600 overload.
+        assert_eq!(out.overload_minutes, 30.0 / 4.0);
+        assert_eq!(out.replica_hours, 3.0 / 4.0);
+        assert_eq!(out.replicas_per_row.len(), 90);
+        let oracle = oracle(&rps, &compressed);
+        assert_eq!(oracle.replicas_per_row[..2], [2, 2]);
+        assert_eq!(oracle.replicas_per_row[60], 3, "three pods serve 600 req/s within the SLO");
     }
 
     #[test]

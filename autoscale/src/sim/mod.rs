@@ -153,7 +153,7 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
         let shown: Vec<Outcome> = results
             .iter()
             .map(|r| Outcome {
-                replicas_per_minute: r.replicas_per_minute[args.plot_start_minute..end].to_vec(),
+                replicas_per_row: r.replicas_per_row[args.plot_start_minute..end].to_vec(),
                 ..r.clone()
             })
             .collect();

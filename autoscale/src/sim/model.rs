@@ -31,11 +31,16 @@ pub struct Model {
     /// The API's p95 latency SLO in milliseconds (more than three idle-pod latencies of 20 ms).
     #[arg(long, default_value_t = 300.0)]
     pub slo_p95_ms: f64,
+    /// Seconds each trace row lasts in the replay, a multiple of the 15 s tick: 60 replays the
+    /// trace in real time, 15 replays a minute of it every 15 s (four times compressed, as the
+    /// live autoscaling run of the end-to-end tests does).
+    #[arg(long, default_value_t = 60)]
+    pub row_seconds: i64,
 }
 
 impl Default for Model {
     fn default() -> Self {
-        Self { pod_capacity_rps: 300.0, startup_seconds: 60, min_replicas: 2, max_replicas: 20, slo_p95_ms: 300.0 }
+        Self { pod_capacity_rps: 300.0, startup_seconds: 60, min_replicas: 2, max_replicas: 20, slo_p95_ms: 300.0, row_seconds: 60 }
     }
 }
 
@@ -57,7 +62,19 @@ impl Model {
         if !(self.slo_p95_ms.is_finite() && self.slo_p95_ms > 3.0 * BASE_MS) {
             return Err(format!("--slo-p95-ms must exceed {} ms, got {}", 3.0 * BASE_MS, self.slo_p95_ms));
         }
+        if self.row_seconds < super::engine::TICK_SECONDS || self.row_seconds % super::engine::TICK_SECONDS != 0 {
+            return Err(format!(
+                "--row-seconds must be a positive multiple of the {} s tick, got {}",
+                super::engine::TICK_SECONDS,
+                self.row_seconds
+            ));
+        }
         Ok(())
+    }
+
+    /// Ticks of the simulation per trace row.
+    pub fn ticks_per_row(&self) -> i64 {
+        self.row_seconds / super::engine::TICK_SECONDS
     }
 
     /// Highest utilisation at which p95 stays within the SLO.
@@ -134,6 +151,8 @@ mod tests {
             (Model { startup_seconds: -1, ..m }, "--startup-seconds"),
             (Model { min_replicas: 5, max_replicas: 4, ..m }, "--min-replicas"),
             (Model { slo_p95_ms: 60.0, ..m }, "--slo-p95-ms"),
+            (Model { row_seconds: 20, ..m }, "--row-seconds"),
+            (Model { row_seconds: 0, ..m }, "--row-seconds"),
         ];
         for (model, flag) in cases {
             assert!(model.validate().is_err_and(|e| e.starts_with(flag)), "{flag}");

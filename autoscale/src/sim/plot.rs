@@ -29,7 +29,7 @@ pub fn svg(rps: &[f64], results: &[Outcome], model: &Model) -> String {
     let needed: Vec<f64> = rps.iter().map(|r| r / model.pod_capacity_rps).collect();
     let peak = results
         .iter()
-        .flat_map(|r| r.replicas_per_minute.iter().map(|v| f64::from(*v)))
+        .flat_map(|r| r.replicas_per_row.iter().map(|v| f64::from(*v)))
         .chain(needed.iter().copied())
         .fold(1.0_f64, f64::max);
     let scale = (PANEL - 20.0) / peak;
@@ -38,7 +38,7 @@ pub fn svg(rps: &[f64], results: &[Outcome], model: &Model) -> String {
     );
     for (i, r) in results.iter().enumerate() {
         let top = i as f64 * PANEL + 10.0;
-        let replicas: Vec<f64> = r.replicas_per_minute.iter().map(|v| f64::from(*v)).collect();
+        let replicas: Vec<f64> = r.replicas_per_row.iter().map(|v| f64::from(*v)).collect();
         let _ = write!(
             out,
             r#"<text x="4" y="{:.0}">{} (grey: load in pods at 100 % CPU, blue: replicas)</text>"#,

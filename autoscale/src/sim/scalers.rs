@@ -226,7 +226,7 @@ mod tests {
         let surge: Vec<f64> = base.iter().enumerate().map(|(m, v)| if m >= 300 { v * 3.0 } else { *v }).collect();
         let run = |rps: &[f64]| {
             let mut scaler = PolicyScaler::new("riskplatform", PolicyConfig::riskplatform());
-            crate::sim::engine::simulate(&mut scaler, rps, &model, |_| {}).replicas_per_minute
+            crate::sim::engine::simulate(&mut scaler, rps, &model, |_| {}).replicas_per_row
         };
         let (calm, surged) = (run(&base), run(&surge));
         assert_eq!(calm[..299], surged[..299]);
