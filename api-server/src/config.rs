@@ -152,6 +152,11 @@ pub struct ServeArgs {
     /// Responses larger than this (bytes) are compressed (gzip or brotli) for clients that accept it.
     #[arg(long, env = "RISK_COMPRESS_ABOVE_BYTES", default_value_t = 512)]
     pub compress_above_bytes: u16,
+    /// API requests one pod holds at once; one more is answered at once with 503 `overloaded` and
+    /// `Retry-After: 1` (0: no bound). At saturation the held requests share the pod's CPU, so
+    /// their latency is about this bound over the pod's requests per second.
+    #[arg(long, env = "RISK_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub max_in_flight: usize,
     /// Seconds between the stop signal and closing the listener, while readiness fails and every
     /// response closes its connection, so clients and the Service move to other pods first.
     #[arg(long, env = "RISK_SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]

@@ -42,6 +42,10 @@ pub enum ApiError {
     #[error("{dependency} is unavailable; retry in {retry_after_secs} s")]
     Unavailable { dependency: Dependency, retry_after_secs: u64 },
 
+    /// This pod holds as many requests as it admits at once ([`crate::shed`]).
+    #[error("the service is at capacity; retry in 1 s")]
+    Overloaded,
+
     /// Anything else: logged with its cause, answered with a generic message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -56,7 +60,7 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: bad_request, invalid, unauthorized, forbidden, not_found,
-    /// conflict, too_large, rate_limited, unavailable or internal.
+    /// conflict, too_large, rate_limited, unavailable, overloaded or internal.
     #[schema(example = "invalid")]
     pub code: &'static str,
     /// For people: what is wrong and, for 4xx, how to fix the request.
@@ -87,7 +91,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,6 +107,7 @@ impl ApiError {
             Self::TooLarge(_) => "too_large",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal",
         }
     }
@@ -112,6 +117,7 @@ impl ApiError {
             Self::RateLimited { retry_after_secs } | Self::Unavailable { retry_after_secs, .. } => {
                 Some(*retry_after_secs)
             }
+            Self::Overloaded => Some(1),
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod shed;
 pub mod state;
 pub mod sweep;
 pub mod worker;

@@ -37,6 +37,7 @@ pub fn state(args: &ServeArgs) -> anyhow::Result<AppState> {
         rate_limit_burst: args.rate_limit_burst,
         slow_request: std::time::Duration::from_millis(args.slow_request_ms),
         compress_above_bytes: args.compress_above_bytes,
+        max_in_flight: args.max_in_flight,
     };
     Ok(AppState::new(db, redis, pubsub, settings, registry))
 }

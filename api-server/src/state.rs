@@ -32,6 +32,8 @@ pub struct Settings {
     pub slow_request: std::time::Duration,
     /// Responses larger than this many bytes are compressed when the client accepts it.
     pub compress_above_bytes: u16,
+    /// API requests admitted at once ([`crate::shed`]); 0 admits all.
+    pub max_in_flight: usize,
 }
 
 /// The shared state as axum hands it to every handler: one `Arc`, so that a request clones one
@@ -66,6 +68,7 @@ pub struct Components {
     pub settings: Arc<Settings>,
     /// Set when the process was asked to stop: readiness fails and connections close.
     pub draining: crate::drain::Draining,
+    pub in_flight: crate::shed::InFlight,
 }
 
 /// Company metadata changes (rename, deactivate). Other pods drop their L1 copy when told; while
@@ -128,6 +131,7 @@ impl AppState {
             keys,
             subscriber,
             limiter: Arc::new(RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst)),
+            in_flight: crate::shed::InFlight::new(settings.max_in_flight),
             writer: PredictionWriter::spawn(db.clone()),
             predictions,
             companies,

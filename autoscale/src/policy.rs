@@ -107,7 +107,8 @@ pub fn decide(
     let mut next = previous.clone();
     if let (Component::Api, Some(sizing)) = (component, &config.demand) {
         let newest = |s: Signal| judged.iter().find(|i| i.signal == s).and_then(|i| i.value);
-        let measured = demand::measured_capacity(sizing, newest(Signal::Cpu), newest(Signal::RequestRate), ready);
+        let measured =
+            demand::measured_capacity(sizing, newest(Signal::Cpu), newest(Signal::RequestRate), ready, current);
         next.pod_capacity_rps = measured.or(previous.pod_capacity_rps);
     }
     let all_unavailable = judged.iter().all(|i| i.state == SignalState::Unavailable);
@@ -171,6 +172,10 @@ pub fn decide(
                         }
                     }
                 }
+                (Component::Api, Some(sizing), None, _) => inputs
+                    .readings
+                    .get(&Signal::Cpu)
+                    .and_then(|cpu| demand::saturated_rule(sizing, cpu, current, ready, now, config.staleness_seconds)),
                 _ => None,
             };
         let want = match (by_demand, component) {

@@ -5,7 +5,7 @@
 //! start-up delay, and the two compared. Prints its figures (`figure:` lines) and writes the SVG
 //! and the per-second CSV to `target/live-autoscaling/`.
 //!
-//! The CI run replays 32 trace rows (8 minutes); a longer window is the benchmark command:
+//! The CI run replays 40 trace rows (10 minutes); a longer window is the benchmark command:
 //! `RISK_LIVE_TRACE_START=97741 RISK_LIVE_TRACE_ROWS=250 cargo nextest run -p riskplatform-tests
 //! --test platform_autoscale --no-capture` (the whole semi-final of 1998-07-07, an hour).
 
@@ -30,9 +30,10 @@ use serde_json::{json, Value};
 
 /// Seconds each trace row lasts: a trace minute every 15 s, four times compressed.
 const ROW_SECONDS: i64 = 15;
-/// WorldCup rows of the CI run: the first half hour of the climb before the semi-final of 1998-07-07.
-const CI_START: usize = 97756;
-const CI_ROWS: usize = 32;
+/// WorldCup rows of the CI run: the first 40 minutes of the climb before the semi-final of
+/// 1998-07-07, from a quarter of its peak (replayed in 10 minutes).
+const CI_START: usize = 97741;
+const CI_ROWS: usize = 40;
 /// The window's busiest row, in pods' worth of load at 100 % CPU.
 const PEAK_PODS: f64 = 2.6;
 const MIN_REPLICAS: i32 = 1;
@@ -55,7 +56,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// The spec of the run: the riskplatform preset (demand and forecast sizing, 15 s / 300 s
 /// cooldowns) within 1..=4 API pods, one worker, and autoscaling paused until the replay starts.
 fn spec() -> Value {
-    let resources = json!({ "requests": { "cpu": API_CPU, "memory": "256Mi" }, "limits": { "cpu": API_CPU, "memory": "512Mi" } });
+    let resources =
+        json!({ "requests": { "cpu": API_CPU, "memory": "256Mi" }, "limits": { "cpu": API_CPU, "memory": "512Mi" } });
     json!({
         "api": { "resources": resources },
         "autoscaling": {
@@ -85,7 +87,8 @@ impl Mix {
         let mut targets = Vec::new();
         for c in 0..4 {
             let symbol = format!("LIVE{c}");
-            let r = api.post("/api/v1/companies", json!({ "symbol": symbol, "name": format!("{symbol} Inc.") })).await?;
+            let r =
+                api.post("/api/v1/companies", json!({ "symbol": symbol, "name": format!("{symbol} Inc.") })).await?;
             ensure!(r.status == StatusCode::CREATED, "create company {symbol}: {} {}", r.status, r.text);
             let id = r.body["id"].as_str().context("company id")?.to_owned();
             for s in 0..STATEMENTS / 4 {
@@ -126,20 +129,36 @@ async fn calibrate(mix: &Mix) -> Result<f64> {
     Ok(capacity)
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 fn patch_paused(live: &LivePlatform, paused: bool) -> Result<()> {
     let patch = json!({ "spec": { "autoscaling": { "api": { "paused": paused } } } });
-    live.kubectl(&["-n", NAMESPACE, "patch", "riskplatform", PLATFORM, "--type", "merge", "-p", &patch.to_string()], None)?;
+    live.kubectl(
+        &["-n", NAMESPACE, "patch", "riskplatform", PLATFORM, "--type", "merge", "-p", &patch.to_string()],
+        None,
+    )?;
     Ok(())
 }
 
 fn write_outputs(timeline: &[Second], model: &Model, simulated: &Outcome) -> Result<PathBuf> {
     let dir = repo("target/live-autoscaling");
     std::fs::create_dir_all(&dir)?;
-    let svg = liverun::plot::svg(timeline, model.slo_capacity_rps(), model.slo_p95_ms, &simulated.replicas_per_row, ROW_SECONDS);
+    let svg = liverun::plot::svg(
+        timeline,
+        model.slo_capacity_rps(),
+        model.slo_p95_ms,
+        &simulated.replicas_per_row,
+        ROW_SECONDS,
+    );
     std::fs::write(dir.join("live-autoscaling.svg"), svg)?;
     let mut csv = String::from("second,offered,failed,p95_ms,p99_ms,replicas,ready\n");
     for s in timeline {
-        csv.push_str(&format!("{},{},{},{:.1},{:.1},{},{}\n", s.second, s.offered, s.failed, s.p95_ms, s.p99_ms, s.replicas, s.ready));
+        csv.push_str(&format!(
+            "{},{},{},{:.1},{:.1},{},{}\n",
+            s.second, s.offered, s.failed, s.p95_ms, s.p99_ms, s.replicas, s.ready
+        ));
     }
     std::fs::write(dir.join("live-autoscaling.csv"), csv)?;
     Ok(dir)
@@ -209,6 +228,7 @@ async fn run(live: &LivePlatform) -> Result<()> {
         stop.clone(),
     ));
     patch_paused(live, false)?;
+    let began = unix_now();
     let sent = load::open_loop_at(&times, mix.request()).await;
     stop.store(true, Ordering::Relaxed);
     let fleet = fleet.await?;
@@ -231,6 +251,18 @@ async fn run(live: &LivePlatform) -> Result<()> {
 
     // The live platform runs exactly the simulator's riskplatform policy.
     let rp = live.platforms().get(PLATFORM).await?;
+    let history = rp.status.as_ref().and_then(|s| s.autoscaling.as_ref()).map(|a| a.api.history.clone());
+    for d in history.unwrap_or_default() {
+        eprintln!(
+            "figure: live autoscaling: decision at +{} s: {:?} {} -> {} ({} ready): {}",
+            d.at - began,
+            d.action,
+            d.current_replicas,
+            d.desired_replicas,
+            d.ready_replicas,
+            d.reason
+        );
+    }
     let live_config = riskplatform_operator::autoscale::policy_config(&rp.spec);
     let config = simulated_config(&model);
     ensure!(
@@ -268,9 +300,6 @@ async fn run(live: &LivePlatform) -> Result<()> {
         figures.peak_replicas >= 2,
         "a load of {PEAK_PODS} pods' worth never made the operator scale the API past one pod"
     );
-    ensure!(
-        !figures.startup_seconds.is_empty(),
-        "no scale-up was followed by as many Ready pods: {fleet:?}"
-    );
+    ensure!(!figures.startup_seconds.is_empty(), "no scale-up was followed by as many Ready pods: {fleet:?}");
     Ok(())
 }

@@ -66,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(conditional::conditional_get))
+        // Inside the request metrics: a shed request still counts, so the rate is the demand.
+        .layer(axum::middleware::from_fn_with_state(state.in_flight.clone(), crate::shed::admit))
         .layer(axum::middleware::from_fn_with_state(
             crate::metrics::Tracking { metrics: state.metrics.clone(), slow_after: state.settings.slow_request },
             crate::metrics::track,

@@ -11,6 +11,11 @@
 //! - Scale down to `ceil(peak / (capacity * scale_down_utilisation))`, with `peak` the highest rate
 //!   of the stabilisation window: load must stay low that long before capacity goes, and the lower
 //!   utilisation leaves headroom, so returning load does not scale straight back up (a flap).
+//! - Capacity is measured only while every pod is Ready: a cluster's CPU signal divides by the
+//!   requests of every pod, so pods still starting would make a ready pod look faster than it is.
+//! - Before any capacity is measured (a fleet that met its load already saturated), CPU at the
+//!   saturation level for the whole scale-up window scales up in proportion to it, as an HPA
+//!   would, once every pod asked for earlier is Ready.
 
 use crate::config::DemandSizing;
 use crate::signal::{window, Reading};
@@ -21,10 +26,17 @@ use super::Want;
 const MIN_MEASURING_CPU_PERCENT: f64 = 5.0;
 
 /// Requests per second one ready pod serves at 100 % CPU, from the newest CPU percent and request
-/// rate, when the pods are neither saturated nor idle.
-pub fn measured_capacity(sizing: &DemandSizing, cpu: Option<f64>, rate: Option<f64>, ready: i32) -> Option<f64> {
+/// rate, when every pod is ready and the pods are neither saturated nor idle.
+pub fn measured_capacity(
+    sizing: &DemandSizing,
+    cpu: Option<f64>,
+    rate: Option<f64>,
+    ready: i32,
+    current: i32,
+) -> Option<f64> {
     let (cpu, rate) = (cpu?, rate?);
-    let measurable = ready > 0 && (MIN_MEASURING_CPU_PERCENT..sizing.saturated_cpu_percent).contains(&cpu);
+    let measurable =
+        ready > 0 && ready == current && (MIN_MEASURING_CPU_PERCENT..sizing.saturated_cpu_percent).contains(&cpu);
     let capacity = rate / f64::from(ready) / (cpu / 100.0);
     (measurable && capacity.is_finite() && capacity > 0.0).then_some(capacity)
 }
@@ -37,6 +49,26 @@ pub(super) fn pods_for(rate: f64, capacity: f64, utilisation: f64) -> i32 {
     } else {
         i32::MAX
     }
+}
+
+/// A scale-up for pods saturated before their capacity was ever measured, or None: CPU at
+/// `saturated_cpu_percent` or more for the whole scale-up window, every pod Ready.
+pub(super) fn saturated_rule(
+    sizing: &DemandSizing,
+    cpu: &Reading,
+    current: i32,
+    ready: i32,
+    now: i64,
+    staleness: i64,
+) -> Option<Want> {
+    let recent = window(cpu, now, sizing.scale_up_window_seconds, staleness).ok()?;
+    let lowest = recent.iter().copied().fold(f64::INFINITY, f64::min);
+    if ready < current || lowest < sizing.saturated_cpu_percent {
+        return None;
+    }
+    let pods = (f64::from(current) * lowest / (100.0 * sizing.target_utilisation)).ceil();
+    let up = if pods.is_finite() { pods.min(f64::from(i32::MAX)) as i32 } else { i32::MAX }.max(current + 1);
+    Some(Want::Up(format!("cpu {lowest:.0} % with no pod capacity measured yet needs {up} pods"), up))
 }
 
 /// The demand rule's verdict, or None when the request rate is unusable and the seed's rule

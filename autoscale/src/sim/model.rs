@@ -40,7 +40,14 @@ pub struct Model {
 
 impl Default for Model {
     fn default() -> Self {
-        Self { pod_capacity_rps: 300.0, startup_seconds: 60, min_replicas: 2, max_replicas: 20, slo_p95_ms: 300.0, row_seconds: 60 }
+        Self {
+            pod_capacity_rps: 300.0,
+            startup_seconds: 60,
+            min_replicas: 2,
+            max_replicas: 20,
+            slo_p95_ms: 300.0,
+            row_seconds: 60,
+        }
     }
 }
 

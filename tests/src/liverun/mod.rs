@@ -83,7 +83,12 @@ pub struct FleetSample {
 
 /// Samples the Deployment every `every` until `stop` is set; a failed read is skipped (the next
 /// one follows a moment later).
-pub async fn sample_fleet(api: Api<Deployment>, name: String, every: Duration, stop: Arc<AtomicBool>) -> Vec<FleetSample> {
+pub async fn sample_fleet(
+    api: Api<Deployment>,
+    name: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<FleetSample> {
     let started = Instant::now();
     let mut out = Vec::new();
     let mut ticker = tokio::time::interval(every);

@@ -84,7 +84,11 @@ pub fn svg(timeline: &[Second], slo_capacity_rps: f64, slo_ms: f64, simulated: &
     out.push_str(&load.line(timeline.iter().map(|s| (at(s), f64::from(s.offered))), "#999", false));
     out.push_str(&load.line(steps(timeline.iter().map(|s| (at(s), capacity(s)))).into_iter(), "#2a9d3a", false));
     out.push_str(&pods.frame("replicas asked for (blue), Ready (green), the simulator's replicas (orange, dashed)"));
-    out.push_str(&pods.line(steps(timeline.iter().map(|s| (at(s), f64::from(s.replicas)))).into_iter(), "#1f5fbf", false));
+    out.push_str(&pods.line(
+        steps(timeline.iter().map(|s| (at(s), f64::from(s.replicas)))).into_iter(),
+        "#1f5fbf",
+        false,
+    ));
     out.push_str(&pods.line(steps(timeline.iter().map(|s| (at(s), f64::from(s.ready)))).into_iter(), "#2a9d3a", false));
     let rows = simulated.iter().enumerate().map(|(i, r)| ((i as i64 * row_seconds) as f64, f64::from(*r)));
     out.push_str(&pods.line(steps(rows).into_iter(), "#e07b00", true));

@@ -79,15 +79,16 @@ fn run(cases: Vec<Case>) {
 #[test]
 fn the_capacity_is_measured_only_while_pods_are_neither_idle_nor_saturated() {
     let s = sizing();
-    for (name, cpu, rate, ready, want) in [
-        ("four pods at 50 % serving 600/s serve 300/s each at 100 %", 50.0, 600.0, 4, Some(300.0)),
-        ("saturated pods queue what they cannot serve", 95.0, 2000.0, 4, None),
-        ("nearly idle pods say little", 2.0, 20.0, 4, None),
-        ("no ready pod measures nothing", 50.0, 600.0, 0, None),
+    for (name, cpu, rate, ready, current, want) in [
+        ("four pods at 50 % serving 600/s serve 300/s each at 100 %", 50.0, 600.0, 4, 4, Some(300.0)),
+        ("saturated pods queue what they cannot serve", 95.0, 2000.0, 4, 4, None),
+        ("nearly idle pods say little", 2.0, 20.0, 4, 4, None),
+        ("no ready pod measures nothing", 50.0, 600.0, 0, 0, None),
+        ("pods still starting share the cpu signal's denominator", 25.0, 600.0, 4, 8, None),
     ] {
-        assert_eq!(measured_capacity(&s, Some(cpu), Some(rate), ready), want, "{name}");
+        assert_eq!(measured_capacity(&s, Some(cpu), Some(rate), ready, current), want, "{name}");
     }
-    assert_eq!(measured_capacity(&s, None, Some(600.0), 4), None, "without cpu");
+    assert_eq!(measured_capacity(&s, None, Some(600.0), 4, 4), None, "without cpu");
 }
 
 #[test]
@@ -202,10 +203,11 @@ fn without_a_request_rate_or_a_capacity_the_seed_rule_decides() {
     let (d, _) = decide(&config(sizing()), Component::Api, &no_rate, &knowing(300.0), NOW);
     assert_eq!((d.action, d.desired_replicas), (Action::ScaleUp, 8), "{}", d.reason);
     assert!(d.reason.contains("cpu, memory high"), "{}", d.reason);
-    // Saturated from the start: nothing measured yet, so the seed's two-signal rule scales.
+    // Saturated from the start: nothing measured yet, so the CPU sizes the step (4 * 100 / 80).
     let (d, next) =
         decide(&config(sizing()), Component::Api, &inputs(100.0, flat(3000.0), 4), &Default::default(), NOW);
-    assert!(d.reason.contains("high"), "{}", d.reason);
+    assert_eq!((d.action, d.desired_replicas), (Action::ScaleUp, 5), "{}", d.reason);
+    assert!(d.reason.contains("no pod capacity measured yet"), "{}", d.reason);
     assert_eq!(next.pod_capacity_rps, None);
 }
 
@@ -233,4 +235,51 @@ fn the_operator_reads_the_request_rate_over_the_stabilisation_window() {
     c.demand = None;
     assert_eq!(c.read_window_seconds(Signal::RequestRate), 1800, "the seed's trend window");
     assert_eq!(c.read_window_seconds(Signal::Memory), 300);
+}
+
+#[test]
+fn saturated_pods_whose_capacity_was_never_measured_scale_up_in_proportion_to_their_cpu() {
+    let starting = Inputs { current_replicas: 3, ..inputs(100.0, flat(260.0), 2) };
+    let brief = Inputs {
+        readings: BTreeMap::from([
+            (Signal::Cpu, series(1800, |ago| if ago <= 15 { 100.0 } else { 60.0 })),
+            (Signal::Memory, flat(40.0)),
+            (Signal::RequestRate, flat(130.0)),
+        ]),
+        ..inputs(100.0, flat(260.0), 2)
+    };
+    run(vec![
+        Case {
+            name: "two pods at 100 % with nothing measured ask for 2 * 100 / 80 pods",
+            sizing: sizing(),
+            inputs: inputs(100.0, flat(260.0), 2),
+            state: ComponentState::default(),
+            want: (Action::ScaleUp, 3),
+            want_reason: "no pod capacity measured yet needs 3 pods",
+        },
+        Case {
+            name: "three saturated pods ask for four",
+            sizing: sizing(),
+            inputs: inputs(95.0, flat(400.0), 3),
+            state: ComponentState::default(),
+            want: (Action::ScaleUp, 4),
+            want_reason: "cpu 95 %",
+        },
+        Case {
+            name: "a pod still starting is waited for",
+            sizing: sizing(),
+            inputs: starting,
+            state: ComponentState::default(),
+            want: (Action::Hold, 3),
+            want_reason: "",
+        },
+        Case {
+            name: "saturation for less than the scale-up window is not acted on",
+            sizing: sizing(),
+            inputs: brief,
+            state: ComponentState::default(),
+            want: (Action::Hold, 2),
+            want_reason: "",
+        },
+    ]);
 }
