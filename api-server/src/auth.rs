@@ -91,6 +91,15 @@ pub struct KeyEntry {
 /// The pod's key cache, by digest.
 pub type KeyCache = moka::sync::Cache<Vec<u8>, KeyEntry>;
 
+/// One database lookup per key at a time: requests carrying the same expired (or, after a cache
+/// clear, unknown) key wait for that lookup instead of each taking a pooled connection, which
+/// under load queued a busy tenant's every request on the pool at once.
+pub type KeyLookups = moka::sync::Cache<Vec<u8>, std::sync::Arc<tokio::sync::Mutex<()>>>;
+
+pub fn key_lookups() -> KeyLookups {
+    moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(KEY_CACHE_TTL).build()
+}
+
 const KEY_PREFIX: &str = "rpk_";
 
 /// A new random key (`rpk_` and 64 hex digits) and its digest.
@@ -141,10 +150,18 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let digest = digest(key);
+        let fresh = |entry: &Option<KeyEntry>| entry.filter(|e| e.fetched.elapsed() < KEY_CACHE_TTL);
+        if let Some(entry) = fresh(&state.keys.get(&digest)) {
+            state.limiter.check(entry.caller.tenant)?;
+            return Ok(entry.caller);
+        }
+        let gate = state.key_lookups.get_with(digest.clone(), Default::default);
+        let _turn = gate.lock().await;
         let cached = state.keys.get(&digest);
-        let caller = match cached {
-            Some(entry) if entry.fetched.elapsed() < KEY_CACHE_TTL => entry.caller,
-            stale => match (lookup(state, &digest).await, stale) {
+        let caller = match (fresh(&cached), cached) {
+            // Another request looked the key up while this one waited.
+            (Some(entry), _) => entry.caller,
+            (None, stale) => match (lookup(state, &digest).await, stale) {
                 (Ok(Some(caller)), _) => {
                     state.keys.insert(digest, KeyEntry { caller, fetched: std::time::Instant::now() });
                     caller

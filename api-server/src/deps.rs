@@ -96,6 +96,9 @@ struct Tracked {
     /// When (unix seconds) the operator opened the platform-wide breaker this pod follows, so a
     /// refused call can say when the operator will let probes through again.
     published_open_since: Option<i64>,
+    /// Whether the operator published the dependency as failing for the whole platform (open or
+    /// probing), so every pod is in the same state as this one.
+    platform_wide_outage: bool,
 }
 
 /// Per-dependency accounting shared by every request and worker task of this process.
@@ -117,6 +120,7 @@ impl Deps {
                 consecutive: 0,
                 reached: false,
                 published_open_since: None,
+                platform_wide_outage: false,
             })
         };
         let deps = Self {
@@ -224,6 +228,7 @@ impl Deps {
         let now = self.now_ms();
         let mut t = self.tracked(d);
         t.published_open_since = since.filter(|_| published == Some(Published { state: State::Open, forced: false }));
+        t.platform_wide_outage = published.is_some_and(|p| p.state != State::Closed);
         let b = &mut t.breaker;
         b.follow(published, now);
         self.state.get_or_create(&label(d)).set(b.state().gauge());
@@ -237,6 +242,11 @@ impl Deps {
             i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()?;
         let reopens = since.saturating_add(self.recovery_timeout_seconds).saturating_mul(1000);
         Some((reopens - wall_ms).max(1000))
+    }
+
+    /// Whether this pod follows a platform-wide outage of `d` that the operator published.
+    pub fn platform_wide_outage(&self, d: Dependency) -> bool {
+        self.tracked(d).platform_wide_outage
     }
 
     /// Whether calls to `d` are being refused right now (open, recovery timeout not yet over).

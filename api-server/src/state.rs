@@ -57,6 +57,7 @@ pub struct Components {
     pub redis: ConnectionManager,
     pub queue: Queue,
     pub keys: crate::auth::KeyCache,
+    pub key_lookups: crate::auth::KeyLookups,
     pub limiter: Arc<RateLimiter>,
     pub predictions: Arc<TwoLevel<PredictionRecord>>,
     pub companies: Arc<TwoLevel<Company>>,
@@ -129,6 +130,7 @@ impl AppState {
         Self(Arc::new(Components {
             queue: Queue::new(redis.clone()),
             keys,
+            key_lookups: crate::auth::key_lookups(),
             subscriber,
             limiter: Arc::new(RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst)),
             in_flight: crate::shed::InFlight::new(settings.max_in_flight),

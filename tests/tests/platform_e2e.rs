@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
 use reqwest::StatusCode;
 use riskplatform_tests::cluster::eventually;
 use riskplatform_tests::http::{bulk_csv, statement, ApiClient};
@@ -377,6 +379,13 @@ async fn database_outage(live: &LivePlatform) -> Result<()> {
     })
     .await?;
     eprintln!("figure: faults: every API pod's database breaker Open: {views:?}");
+    // A platform-wide outage leaves the pods Ready (degraded): past three failed probes (15 s)
+    // they must still be in the Service, or nothing could answer the cached predictions.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let deployment: Api<Deployment> = Api::namespaced(live.client.clone(), NAMESPACE);
+    let d = deployment.get(&format!("{PLATFORM}-api")).await?;
+    let (want, ready) = (d.spec.and_then(|s| s.replicas), d.status.and_then(|s| s.ready_replicas));
+    ensure!(want.is_some() && ready == want, "API pods Ready during the outage: {ready:?} of {want:?}");
 
     let again = api.post(&path, cached.clone()).await?;
     ensure!(again.status == StatusCode::OK, "a cached prediction during the outage: {} {}", again.status, again.text);

@@ -35,8 +35,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// ok, unavailable, warming (reachable, its first connections still opening) or draining
-    /// (the process is stopping: send no more traffic).
+    /// ok, degraded (Ready: a dependency is down for the whole platform, as the operator
+    /// published, and this pod serves what it can without it), unavailable, warming (reachable,
+    /// its first connections still opening) or draining (the process is stopping: send no more
+    /// traffic).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -163,12 +165,18 @@ pub async fn ready(State(probes): State<Probes>) -> (StatusCode, Json<Health>) {
         redis_failure,
     );
     let (database, redis) = tokio::join!(database, redis);
+    // An outage the operator published for the whole platform leaves every pod in this state:
+    // taking them out of the Service would only stop what they still serve (cached predictions,
+    // and fast 503s with Retry-After for the rest).
+    let shared = |c: &Check| c.ok || probes.db.deps.platform_wide_outage(c.dependency);
     let reachable = database.ok && redis.ok;
-    let ok = reachable && probes.db.is_warm();
+    let serving = shared(&database) && shared(&redis);
+    let ok = serving && probes.db.is_warm();
     let status = match (reachable, ok) {
-        (_, true) => "ok",
+        (true, true) => "ok",
+        (false, true) => "degraded",
         (true, false) => "warming",
-        (false, _) => "unavailable",
+        (false, false) => "unavailable",
     };
     let health = Health { status, checks: vec![database, redis] };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(health))
