@@ -140,6 +140,20 @@ impl LocalCluster {
     }
 
     /// Prints the end of every component log and every container log under the state dir.
+    /// Copies every log of the cluster (its components' and every container's) under `to`,
+    /// keeping their paths below the cluster's directory; returns how many.
+    pub fn save_logs(&self, to: &Path) -> Result<usize> {
+        let Some(dir) = &self.started else { return Ok(0) };
+        let mut logs = Vec::new();
+        collect_logs(dir.path(), &mut logs);
+        for path in &logs {
+            let target = to.join(path.strip_prefix(dir.path())?);
+            std::fs::create_dir_all(target.parent().context("a log's directory")?)?;
+            std::fs::copy(path, &target)?;
+        }
+        Ok(logs.len())
+    }
+
     pub fn dump_logs(&self) {
         let Some(dir) = &self.started else { return };
         let mut logs = Vec::new();

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::process::ChildProcess;
@@ -94,4 +95,18 @@ pub async fn http_ok(url: &str) -> Result<bool> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await?;
     Ok(head.starts_with(b"HTTP/1.0 200") || head.starts_with(b"HTTP/1.1 200"))
+}
+
+/// Prometheus' answer to an instant query, as (labels, value) pairs.
+pub async fn instant_query(url: &str, query: &str) -> Result<Vec<(Value, f64)>> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(body["status"] == "success", "query {query}: {body}");
+    let result = body["data"]["result"].as_array().cloned().unwrap_or_default();
+    Ok(result.into_iter().filter_map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse().ok()?))).collect())
 }

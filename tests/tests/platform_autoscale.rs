@@ -111,6 +111,21 @@ impl Mix {
     }
 }
 
+/// The API pod's CPU percent of its request over a minute without load: probes, scrapes and
+/// background tasks, which the simulator's CPU signal then adds to the load's share.
+async fn idle_cpu_percent(live: &LivePlatform) -> Result<f64> {
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    let pods = format!(r#"namespace="{NAMESPACE}",pod=~"{PLATFORM}-api-[a-z0-9]+-[a-z0-9]+""#);
+    let query = format!(
+        r#"100 * sum(rate(container_cpu_usage_seconds_total{{{pods},container!="",container!="POD"}}[1m])) / sum(kube_pod_container_resource_requests{{{pods},resource="cpu"}})"#
+    );
+    let result = riskplatform_tests::prometheus::instant_query(&live.prometheus, &query).await?;
+    let idle = result.first().map(|(_, v)| *v).context("no idle CPU sample")?;
+    eprintln!("figure: live autoscaling: one idle {API_CPU} API pod uses {idle:.1} % of its CPU");
+    ensure!((0.0..100.0).contains(&idle), "idle CPU {idle} % is not a percentage below 100");
+    Ok(idle)
+}
+
 /// One Ready pod's requests per second at 100 % CPU: what it answers when saturated by a closed
 /// loop (autoscaling is paused, so it stays one pod).
 async fn calibrate(mix: &Mix) -> Result<f64> {
@@ -203,6 +218,7 @@ async fn the_operator_scales_the_api_from_prometheus_under_a_replayed_trace_and_
 async fn run(live: &LivePlatform) -> Result<()> {
     let key = live.create_tenant(Duration::from_secs(120)).await?;
     let mix = Mix::new(live.api(Some(&key)).await?).await?;
+    let idle = idle_cpu_percent(live).await?;
     let capacity = calibrate(&mix).await?;
     let trace = std::env::var("RISK_LIVE_TRACE")
         .map(PathBuf::from)
@@ -235,6 +251,14 @@ async fn run(live: &LivePlatform) -> Result<()> {
 
     let timeline = liverun::timeline(&sent, &fleet, usize::try_from(schedule.seconds()).unwrap_or(0));
     let start_up = liverun::median(&liverun::figures(&timeline, &fleet, &Model::default()).startup_seconds);
+    let bins = liverun::latency_by_utilisation(&timeline, capacity, SLO_P95_MS);
+    for (upper, seconds, within) in bins.iter().filter(|b| b.1 > 0) {
+        eprintln!(
+            "figure: live autoscaling: load per Ready pod up to {:.0} % of its capacity: p95 within {SLO_P95_MS} ms in {within} of {seconds} seconds",
+            upper * 100.0
+        );
+    }
+    let slo_utilisation = liverun::measured_slo_utilisation(&bins, 10);
     let model = Model {
         pod_capacity_rps: capacity,
         startup_seconds: start_up.map_or(0, |s| s.round() as i64),
@@ -242,6 +266,11 @@ async fn run(live: &LivePlatform) -> Result<()> {
         max_replicas: MAX_REPLICAS,
         slo_p95_ms: SLO_P95_MS,
         row_seconds: ROW_SECONDS,
+        // What the operator's default queries average over: rate(...[1m]) and CPU over [2m].
+        rate_window_seconds: 60,
+        cpu_window_seconds: 120,
+        idle_cpu_percent: idle,
+        slo_utilisation,
     };
     let figures = liverun::figures(&timeline, &fleet, &model);
     eprintln!(
@@ -274,23 +303,33 @@ async fn run(live: &LivePlatform) -> Result<()> {
                 == (config.cpu, config.memory, config.request_rate),
         "the live spec's policy differs from simulate's: {live_config:?} against {config:?}"
     );
+    // The model as it was before the live run: each tick's own load and CPU, no idle CPU, and the
+    // SLO at 80 % of a pod from the latency curve.
+    let instant =
+        Model { rate_window_seconds: 0, cpu_window_seconds: 0, idle_cpu_percent: 0.0, slo_utilisation: None, ..model };
     let mut outcomes = vec![engine::oracle(&schedule.rates, &model)];
-    let mut scalers: Vec<Box<dyn Scaler>> = vec![
-        Box::new(PolicyScaler::new("riskplatform", config)),
-        Box::new(HpaScaler::hpa(0.7, MIN_REPLICAS, MAX_REPLICAS)),
+    let runs: [(&str, Box<dyn Scaler>, &Model); 3] = [
+        ("riskplatform", Box::new(PolicyScaler::new("riskplatform", config.clone())), &model),
+        ("riskplatform, the model before this run", Box::new(PolicyScaler::new("riskplatform", config)), &instant),
+        ("hpa@0.7", Box::new(HpaScaler::hpa(0.7, MIN_REPLICAS, MAX_REPLICAS)), &model),
     ];
-    for scaler in &mut scalers {
-        outcomes.push(engine::simulate(scaler.as_mut(), &schedule.rates, &model, |_| {}));
+    for (name, mut scaler, model) in runs {
+        let outcome = engine::simulate(scaler.as_mut(), &schedule.rates, model, |_| {});
+        outcomes.push(Outcome { policy: name.to_owned(), ..outcome });
     }
     report(&figures, &model, &outcomes);
     eprintln!(
-        "figure: live autoscaling: the same in simulate: simulate --trace {} --start-minute {start} --minutes {rows} --peak-rps {peak:.1} --pod-capacity-rps {:.1} --startup-seconds {} --min-replicas {MIN_REPLICAS} --max-replicas {MAX_REPLICAS} --row-seconds {ROW_SECONDS} --policies riskplatform,hpa@0.7",
+        "figure: live autoscaling: the same in simulate: simulate --trace {} --start-minute {start} --minutes {rows} --peak-rps {peak:.1} --pod-capacity-rps {:.1} --startup-seconds {} --min-replicas {MIN_REPLICAS} --max-replicas {MAX_REPLICAS} --row-seconds {ROW_SECONDS} --rate-window-seconds 60 --cpu-window-seconds 120 --idle-cpu-percent {:.1}{} --policies riskplatform,hpa@0.7",
         trace.display(),
         model.pod_capacity_rps,
-        model.startup_seconds
+        model.startup_seconds,
+        model.idle_cpu_percent,
+        model.slo_utilisation.map(|u| format!(" --slo-utilisation {u:.1}")).unwrap_or_default()
     );
     let dir = write_outputs(&timeline, &model, &outcomes[1])?;
-    eprintln!("figure: live autoscaling: plot and per-second CSV in {}", dir.display());
+    let _ = std::fs::remove_dir_all(dir.join("logs"));
+    let logs = live.cluster.save_logs(&dir.join("logs"))?;
+    eprintln!("figure: live autoscaling: plot, per-second CSV and {logs} logs in {}", dir.display());
 
     ensure!(
         fleet.iter().all(|s| (MIN_REPLICAS..=MAX_REPLICAS).contains(&s.replicas)),

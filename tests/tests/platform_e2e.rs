@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use riskplatform_tests::cluster::eventually;
 use riskplatform_tests::http::{bulk_csv, statement, ApiClient};
 use riskplatform_tests::platform::{LivePlatform, NAMESPACE, PLATFORM};
+use riskplatform_tests::prometheus::instant_query;
 use serde_json::{json, Value};
 
 /// How long a fresh platform may take to become Ready on a 2-core machine running the rest of
@@ -28,20 +29,6 @@ async fn installed_and_ready(spec: Value) -> Result<(LivePlatform, Duration)> {
     let applied = live.apply_example(spec).await?;
     live.wait_ready(READY_WITHIN).await?;
     Ok((live, applied.elapsed()))
-}
-
-/// Prometheus' answer to an instant query, as (labels, value) pairs.
-async fn prometheus_query(url: &str, query: &str) -> Result<Vec<(Value, f64)>> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{url}/api/v1/query"))
-        .query(&[("query", query)])
-        .send()
-        .await?
-        .json()
-        .await?;
-    ensure!(body["status"] == "success", "query {query}: {body}");
-    let result = body["data"]["result"].as_array().cloned().unwrap_or_default();
-    Ok(result.into_iter().filter_map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse().ok()?))).collect())
 }
 
 async fn create_company(api: &ApiClient, symbol: &str) -> Result<String> {
@@ -122,11 +109,11 @@ async fn install_and_use(live: &LivePlatform, ready_after: Duration) -> Result<(
         wanted.iter().filter(|p| !names.contains(&p.as_str())).cloned().collect()
     };
     eventually(Duration::from_secs(90), || async {
-        let up = prometheus_query(&live.prometheus, &format!("up{{namespace=\"{NAMESPACE}\"}} == 1")).await?;
+        let up = instant_query(&live.prometheus, &format!("up{{namespace=\"{NAMESPACE}\"}} == 1")).await?;
         let missing = missing_from(up, &targets);
         ensure!(missing.is_empty(), "pods Prometheus does not scrape yet: {missing:?}");
         let usage = format!("container_memory_working_set_bytes{{namespace=\"{NAMESPACE}\",container!=\"\"}}");
-        let missing = missing_from(prometheus_query(&live.prometheus, &usage).await?, &all);
+        let missing = missing_from(instant_query(&live.prometheus, &usage).await?, &all);
         ensure!(missing.is_empty(), "pods without cAdvisor series yet: {missing:?}");
         Ok(())
     })

@@ -1,6 +1,8 @@
 //! Replays a load curve through one scaler on 15 s ticks and measures the outcome, and computes
 //! the clairvoyant fleet (the oracle) every outcome is compared with.
 
+use std::collections::VecDeque;
+
 use serde::Serialize;
 
 use super::model::{self, Model};
@@ -91,6 +93,9 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
     let mut pod_seconds = 0i64;
     let mut events: Vec<(i64, i32)> = Vec::new();
     let mut replicas_per_row = Vec::with_capacity(rps.len());
+    // (tick, load, cpu) of the longest signal window, for the means the policies see.
+    let mut seen: VecDeque<(i64, f64, f64)> = VecDeque::new();
+    let keep = model.rate_window_seconds.max(model.cpu_window_seconds).max(TICK_SECONDS);
     let mut next_sync = 0;
     for row in 0..rps.len() {
         progress(row);
@@ -99,11 +104,18 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
             let load = load_at(rps, row, k, model);
             let ready = pods.iter().filter(|start| now - **start >= model.startup_seconds).count() as i32;
             let cpu = model.cpu_percent(load, ready);
+            seen.push_back((now, load, cpu));
+            while seen.front().is_some_and(|(t, ..)| *t <= now - keep) {
+                seen.pop_front();
+            }
             if now >= next_sync {
                 next_sync = now + scaler.period();
                 let current = pods.len() as i32;
-                let obs =
-                    Observation { now, current, ready, cpu, memory: model::memory_percent(cpu), request_rate: load };
+                let (request_rate, cpu) = (
+                    mean(&seen, now, model.rate_window_seconds, |s| s.1),
+                    mean(&seen, now, model.cpu_window_seconds, |s| s.2),
+                );
+                let obs = Observation { now, current, ready, cpu, memory: model::memory_percent(cpu), request_rate };
                 let desired = scaler.desired(&obs).max(0);
                 if desired != current {
                     events.push((now, (desired - current).signum()));
@@ -132,6 +144,17 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
         excess_replica_hours_percent: 0.0,
         excess_overload_minutes: 0.0,
         replicas_per_row,
+    }
+}
+
+/// The mean of `f` over the ticks of the last `window` seconds (at least the current tick).
+fn mean(seen: &VecDeque<(i64, f64, f64)>, now: i64, window: i64, f: fn(&(i64, f64, f64)) -> f64) -> f64 {
+    let from = now - window.max(TICK_SECONDS);
+    let (sum, n) = seen.iter().filter(|s| s.0 > from).fold((0.0, 0u32), |(sum, n), s| (sum + f(s), n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / f64::from(n)
     }
 }
 
@@ -219,6 +242,31 @@ mod tests {
         let oracle = oracle(&rps, &compressed);
         assert_eq!(oracle.replicas_per_row[..2], [2, 2]);
         assert_eq!(oracle.replicas_per_row[60], 3, "three pods serve 600 req/s within the SLO");
+    }
+
+    #[test]
+    fn a_windowed_signal_shows_the_policy_the_mean_of_its_window() {
+        struct Seen(Vec<f64>);
+        impl Scaler for Seen {
+            fn name(&self) -> String {
+                "seen".to_owned()
+            }
+            fn period(&self) -> i64 {
+                15
+            }
+            fn desired(&mut self, obs: &Observation) -> i32 {
+                self.0.push(obs.request_rate);
+                obs.current
+            }
+        }
+        let rps = [100.0, 100.0, 500.0, 500.0];
+        let windowed = Model { rate_window_seconds: 60, row_seconds: 15, ..Model::default() };
+        let mut seen = Seen(Vec::new());
+        simulate(&mut seen, &rps, &windowed, |_| {});
+        assert_eq!(seen.0, [100.0, 100.0, 700.0 / 3.0, 300.0]);
+        let mut instant = Seen(Vec::new());
+        simulate(&mut instant, &rps, &Model { row_seconds: 15, ..Model::default() }, |_| {});
+        assert_eq!(instant.0, rps);
     }
 
     #[test]

@@ -36,6 +36,22 @@ pub struct Model {
     /// live autoscaling run of the end-to-end tests does).
     #[arg(long, default_value_t = 60)]
     pub row_seconds: i64,
+    /// The request-rate signal the policies see is the mean load of this many seconds, as a
+    /// Prometheus `rate(...[1m])` is (60); 0 shows each tick's own load.
+    #[arg(long, default_value_t = 0)]
+    pub rate_window_seconds: i64,
+    /// The CPU signal is the mean of this many seconds (the operator's default query: 120); 0
+    /// shows each tick's own CPU.
+    #[arg(long, default_value_t = 0)]
+    pub cpu_window_seconds: i64,
+    /// CPU percent of a ready pod without load (probes, scrapes, background tasks); the rest of
+    /// its CPU grows with its load, so a pod at half its capacity shows more than half its CPU.
+    #[arg(long, default_value_t = 0.0)]
+    pub idle_cpu_percent: f64,
+    /// The share of a pod's capacity it serves within the SLO, as measured on a live run; absent,
+    /// it follows from `--slo-p95-ms` and the latency curve above (0.8 at 300 ms).
+    #[arg(long)]
+    pub slo_utilisation: Option<f64>,
 }
 
 impl Default for Model {
@@ -47,6 +63,10 @@ impl Default for Model {
             max_replicas: 20,
             slo_p95_ms: 300.0,
             row_seconds: 60,
+            rate_window_seconds: 0,
+            cpu_window_seconds: 0,
+            idle_cpu_percent: 0.0,
+            slo_utilisation: None,
         }
     }
 }
@@ -76,6 +96,18 @@ impl Model {
                 self.row_seconds
             ));
         }
+        if let Some(u) = self.slo_utilisation.filter(|u| !(u.is_finite() && *u > 0.0 && *u <= 1.0)) {
+            return Err(format!("--slo-utilisation must lie in (0, 1], got {u}"));
+        }
+        if !(0.0..100.0).contains(&self.idle_cpu_percent) {
+            return Err(format!("--idle-cpu-percent must lie in [0, 100), got {}", self.idle_cpu_percent));
+        }
+        if self.rate_window_seconds < 0 || self.cpu_window_seconds < 0 {
+            return Err(format!(
+                "--rate-window-seconds and --cpu-window-seconds must not be negative, got {} and {}",
+                self.rate_window_seconds, self.cpu_window_seconds
+            ));
+        }
         Ok(())
     }
 
@@ -86,7 +118,7 @@ impl Model {
 
     /// Highest utilisation at which p95 stays within the SLO.
     pub fn slo_utilisation(&self) -> f64 {
-        1.0 - 3.0 * BASE_MS / self.slo_p95_ms
+        self.slo_utilisation.unwrap_or(1.0 - 3.0 * BASE_MS / self.slo_p95_ms)
     }
 
     /// Requests per second one ready pod serves within the SLO.
@@ -99,7 +131,8 @@ impl Model {
         if ready <= 0 {
             return 100.0;
         }
-        (load / (f64::from(ready) * self.pod_capacity_rps) * 100.0).min(100.0)
+        let busy = (load / (f64::from(ready) * self.pod_capacity_rps)).min(1.0);
+        self.idle_cpu_percent + (100.0 - self.idle_cpu_percent) * busy
     }
 
     /// Whether `ready` pods cannot serve `load` within the SLO.
@@ -137,6 +170,10 @@ mod tests {
         let m = Model::default();
         assert_eq!(m.cpu_percent(300.0, 2), 50.0);
         assert_eq!(m.cpu_percent(3000.0, 2), 100.0);
+        let busy_when_idle = Model { idle_cpu_percent: 20.0, ..m };
+        assert_eq!(busy_when_idle.cpu_percent(0.0, 2), 20.0);
+        assert_eq!(busy_when_idle.cpu_percent(300.0, 2), 60.0, "half the capacity: idle plus half the rest");
+        assert_eq!(busy_when_idle.cpu_percent(3000.0, 2), 100.0);
     }
 
     #[test]
@@ -148,6 +185,9 @@ mod tests {
         assert_eq!(m.oracle_replicas(1e9), 20, "never above maxReplicas");
         let slower = Model { pod_capacity_rps: 100.0, slo_p95_ms: 600.0, ..m };
         assert_eq!(slower.oracle_replicas(900.0), 10, "90 req/s per pod within a 600 ms SLO");
+        let measured = Model { slo_utilisation: Some(0.96), ..m };
+        assert_eq!(measured.oracle_replicas(960.0), 4, "four pods at 80 % of 300 req/s are within 96 %");
+        assert_eq!(measured.oracle_replicas(1153.0), 5);
     }
 
     #[test]
@@ -160,6 +200,9 @@ mod tests {
             (Model { slo_p95_ms: 60.0, ..m }, "--slo-p95-ms"),
             (Model { row_seconds: 20, ..m }, "--row-seconds"),
             (Model { row_seconds: 0, ..m }, "--row-seconds"),
+            (Model { rate_window_seconds: -1, ..m }, "--rate-window-seconds"),
+            (Model { idle_cpu_percent: 100.0, ..m }, "--idle-cpu-percent"),
+            (Model { slo_utilisation: Some(1.5), ..m }, "--slo-utilisation"),
         ];
         for (model, flag) in cases {
             assert!(model.validate().is_err_and(|e| e.starts_with(flag)), "{flag}");

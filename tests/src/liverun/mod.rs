@@ -192,6 +192,33 @@ pub fn figures(timeline: &[Second], fleet: &[FleetSample], model: &Model) -> Fig
     }
 }
 
+/// Seconds without a failed request, by the load per Ready pod as a share of a pod's capacity
+/// (bins of a tenth, up to 1.5): (bin's upper bound, seconds, seconds whose p95 met `slo_ms`).
+pub fn latency_by_utilisation(timeline: &[Second], capacity: f64, slo_ms: f64) -> Vec<(f64, usize, usize)> {
+    let mut bins = vec![(0usize, 0usize); 15];
+    for s in timeline.iter().filter(|s| s.offered > 0 && s.failed == 0 && s.ready > 0) {
+        let u = f64::from(s.offered) / (f64::from(s.ready) * capacity);
+        let Some(bin) = bins.get_mut(((u * 10.0).floor() as usize).min(14)) else { continue };
+        bin.0 += 1;
+        bin.1 += usize::from(s.p95_ms <= slo_ms);
+    }
+    bins.into_iter().enumerate().map(|(i, (n, ok))| ((i + 1) as f64 / 10.0, n, ok)).collect()
+}
+
+/// The highest utilisation up to which the seconds met the SLO: the upper bound of the last bin
+/// before the first one (with at least `min_seconds`) where fewer than 95 % did; None when no bin
+/// had enough seconds.
+pub fn measured_slo_utilisation(bins: &[(f64, usize, usize)], min_seconds: usize) -> Option<f64> {
+    let mut last = None;
+    for &(upper, n, ok) in bins.iter().filter(|b| b.1 >= min_seconds) {
+        if ok * 100 < n * 95 {
+            return last.or(Some(upper - 0.1).filter(|u| *u > 0.0));
+        }
+        last = Some(upper);
+    }
+    last
+}
+
 /// For each rise of `spec.replicas`, the seconds until as many pods were Ready; a rise overtaken
 /// by a scale-down before its pods were ready is left out.
 pub fn startup_delays(fleet: &[FleetSample]) -> Vec<f64> {

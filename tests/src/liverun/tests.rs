@@ -50,3 +50,21 @@ fn start_up_is_timed_from_each_rise_to_that_many_ready_pods_unless_a_scale_down_
     assert_eq!(median(&[8.0, 2.0, 4.0]), Some(4.0));
     assert_eq!(median(&[]), None);
 }
+
+#[test]
+fn the_slo_utilisation_is_where_the_seconds_stop_meeting_the_slo() {
+    let second =
+        |offered, p95_ms| Second { second: 0, offered, failed: 0, p95_ms, p99_ms: p95_ms, replicas: 1, ready: 1 };
+    let mut t: Vec<Second> = Vec::new();
+    t.extend((0..20).map(|_| second(55, 40.0)));
+    t.extend((0..20).map(|i| second(85, if i == 0 { 400.0 } else { 90.0 })));
+    t.extend((0..20).map(|i| second(95, if i < 5 { 900.0 } else { 100.0 })));
+    t.push(Second { failed: 3, ..second(20, f64::INFINITY) });
+    let bins = latency_by_utilisation(&t, 100.0, 300.0);
+    assert_eq!(bins[5], (0.6, 20, 20));
+    assert_eq!(bins[8], (0.9, 20, 19), "one slow second in twenty is within the 95 %");
+    assert_eq!(bins[9], (1.0, 20, 15));
+    assert_eq!(bins[2].1, 0, "a second with failures is left out");
+    assert_eq!(measured_slo_utilisation(&bins, 5), Some(0.9));
+    assert_eq!(measured_slo_utilisation(&bins, 50), None);
+}
