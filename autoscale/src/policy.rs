@@ -24,7 +24,7 @@ mod forecast;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{Component, PolicyConfig, Thresholds};
+use crate::config::{Component, DemandSizing, PolicyConfig, Thresholds};
 use crate::signal::{judge, rising, Reading, Signal, SignalState};
 use crate::state::{Action, ComponentState, Decision, Driver, ForecastRecord, SignalInput};
 
@@ -35,7 +35,9 @@ pub struct Inputs {
     /// Ready pods of the current rollout: the capacity that actually serves.
     pub ready_replicas: i32,
     pub readings: BTreeMap<Signal, Reading>,
-    /// Some(reason) blocks scale-ups, e.g. "database breaker open".
+    /// Some(reason) blocks scale-ups, e.g. "database breaker open", unless the API's own CPU is
+    /// saturated: then the failures behind the reason are most likely the overloaded pods' own
+    /// timeouts, and more pods are the cure.
     pub suppress_scale_up: Option<String>,
     /// Days of the API's request rate at minute resolution, for forecast sizing's seasons; shared,
     /// because it is thousands of samples and the same for several evaluations.
@@ -187,7 +189,10 @@ pub fn decide(
                 _ => Want::Hold("queue length within its band".to_owned()),
             },
         };
-        apply_want(want, config, component, inputs, previous, now)
+        let saturation = config.demand.map_or(DemandSizing::PRESET.saturated_cpu_percent, |d| d.saturated_cpu_percent);
+        let cpu = judged.iter().find(|i| i.signal == Signal::Cpu).and_then(|i| i.value);
+        let saturated = component == Component::Api && cpu.is_some_and(|c| c >= saturation);
+        apply_want(want, config, component, inputs, saturated, previous, now)
     };
 
     match action {
@@ -245,6 +250,7 @@ fn apply_want(
     config: &PolicyConfig,
     component: Component,
     inputs: &Inputs,
+    saturated: bool,
     previous: &ComponentState,
     now: i64,
 ) -> (i32, Action, String) {
@@ -252,9 +258,11 @@ fn apply_want(
     let current = inputs.current_replicas;
     match want {
         Want::Hold(why) => (current, Action::Hold, format!("held: {why}")),
-        Want::Up(why, sized) => {
-            if let Some(block) = &inputs.suppress_scale_up {
-                return (current, Action::Hold, format!("suppressed: {block}"));
+        Want::Up(mut why, sized) => {
+            match &inputs.suppress_scale_up {
+                Some(block) if !saturated => return (current, Action::Hold, format!("suppressed: {block}")),
+                Some(block) => why = format!("{why}; not suppressed by {block}: the pods are saturated"),
+                None => {}
             }
             if current >= bounds.max_replicas {
                 return (current, Action::Hold, format!("held: {why} but at maxReplicas {}", bounds.max_replicas));

@@ -6,8 +6,9 @@
 //! and the per-second CSV to `target/live-autoscaling/`.
 //!
 //! The CI run replays 40 trace rows (10 minutes); a longer window is the benchmark command:
-//! `RISK_LIVE_TRACE_START=97741 RISK_LIVE_TRACE_ROWS=250 cargo nextest run -p riskplatform-tests
-//! --test platform_autoscale --no-capture` (the whole semi-final of 1998-07-07, an hour).
+//! `RISK_LIVE_TRACE_START=97741 RISK_LIVE_TRACE_ROWS=250 cargo test -p riskplatform-tests --test
+//! platform_autoscale -- --nocapture` (the evening of the semi-final of 1998-07-07, about an hour;
+//! `cargo test` has no time limit, where nextest's profile stops this test after 20 minutes).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

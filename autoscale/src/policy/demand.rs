@@ -51,6 +51,13 @@ pub(super) fn pods_for(rate: f64, capacity: f64, utilisation: f64) -> i32 {
     }
 }
 
+/// The samples of the scale-up window and the lowest of them: what has lasted the whole window.
+fn scale_up_window(reading: &Reading, sizing: &DemandSizing, now: i64, staleness: i64) -> Option<(Vec<f64>, f64)> {
+    let recent = window(reading, now, sizing.scale_up_window_seconds, staleness).ok()?;
+    let lowest = recent.iter().copied().fold(f64::INFINITY, f64::min);
+    Some((recent, lowest))
+}
+
 /// A scale-up for pods saturated before their capacity was ever measured, or None: CPU at
 /// `saturated_cpu_percent` or more for the whole scale-up window, every pod Ready.
 pub(super) fn saturated_rule(
@@ -61,13 +68,12 @@ pub(super) fn saturated_rule(
     now: i64,
     staleness: i64,
 ) -> Option<Want> {
-    let recent = window(cpu, now, sizing.scale_up_window_seconds, staleness).ok()?;
-    let lowest = recent.iter().copied().fold(f64::INFINITY, f64::min);
+    let (_, lowest) = scale_up_window(cpu, sizing, now, staleness)?;
     if ready < current || lowest < sizing.saturated_cpu_percent {
         return None;
     }
-    let pods = (f64::from(current) * lowest / (100.0 * sizing.target_utilisation)).ceil();
-    let up = if pods.is_finite() { pods.min(f64::from(i32::MAX)) as i32 } else { i32::MAX }.max(current + 1);
+    // Each pod's CPU as load of a pod-sized capacity.
+    let up = pods_for(f64::from(current) * lowest / 100.0, 1.0, sizing.target_utilisation).max(current + 1);
     Some(Want::Up(format!("cpu {lowest:.0} % with no pod capacity measured yet needs {up} pods"), up))
 }
 
@@ -81,8 +87,7 @@ pub(super) fn rule(
     now: i64,
     staleness: i64,
 ) -> Option<Want> {
-    let recent = window(rate, now, sizing.scale_up_window_seconds, staleness).ok()?;
-    let sustained = recent.iter().copied().fold(f64::INFINITY, f64::min);
+    let (recent, sustained) = scale_up_window(rate, sizing, now, staleness)?;
     let slope = match (recent.first(), recent.last()) {
         (Some(first), Some(last)) if recent.len() > 1 => (last - first) / sizing.scale_up_window_seconds as f64,
         _ => 0.0,

@@ -389,10 +389,23 @@ fn paused_components_hold() {
 
 #[test]
 fn a_suppressed_scale_up_holds_and_says_why() {
-    let mut inputs = api(flat(95.0, 300, NOW), flat(95.0, 300, NOW), flat(3000.0, 180, NOW), 4);
+    let mut inputs = api(flat(85.0, 300, NOW), flat(95.0, 300, NOW), flat(3000.0, 180, NOW), 4);
     inputs.suppress_scale_up = Some("database breaker open".to_owned());
     let (d, _) = decide(&seed(), Component::Api, &inputs, &ComponentState::default(), NOW);
     assert_eq!((d.action, d.reason.as_str()), (Action::Hold, "suppressed: database breaker open"));
+}
+
+#[test]
+fn an_open_database_breaker_does_not_hold_a_scale_up_of_saturated_api_pods() {
+    let mut inputs = api(flat(97.0, 300, NOW), flat(95.0, 300, NOW), flat(3000.0, 180, NOW), 4);
+    inputs.suppress_scale_up = Some("database breaker open".to_owned());
+    let (d, _) = decide(&seed(), Component::Api, &inputs, &ComponentState::default(), NOW);
+    assert_eq!(d.action, Action::ScaleUp, "{}", d.reason);
+    assert!(d.reason.ends_with("not suppressed by database breaker open: the pods are saturated"), "{}", d.reason);
+    let mut queue = workers(flat(5000.0, 300, NOW), 3);
+    queue.suppress_scale_up = Some("database breaker open".to_owned());
+    let (d, _) = decide(&seed(), Component::Workers, &queue, &ComponentState::default(), NOW);
+    assert_eq!(d.action, Action::Hold, "only the API's CPU lifts it: {}", d.reason);
 }
 
 #[test]
