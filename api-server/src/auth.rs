@@ -150,33 +150,40 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let digest = digest(key);
-        let fresh = |entry: &Option<KeyEntry>| entry.filter(|e| e.fetched.elapsed() < KEY_CACHE_TTL);
-        if let Some(entry) = fresh(&state.keys.get(&digest)) {
-            state.limiter.check(entry.caller.tenant)?;
-            return Ok(entry.caller);
-        }
-        let gate = state.key_lookups.get_with(digest.clone(), Default::default);
-        let _turn = gate.lock().await;
-        let cached = state.keys.get(&digest);
-        let caller = match (fresh(&cached), cached) {
-            // Another request looked the key up while this one waited.
-            (Some(entry), _) => entry.caller,
-            (None, stale) => match (lookup(state, &digest).await, stale) {
-                (Ok(Some(caller)), _) => {
-                    state.keys.insert(digest, KeyEntry { caller, fetched: std::time::Instant::now() });
-                    caller
-                }
-                (Ok(None), _) => {
-                    state.keys.invalidate(&digest);
-                    return Err(ApiError::Unauthorized);
-                }
-                // The database cannot say: the key it confirmed within the last hour still counts.
-                (Err(ApiError::Unavailable { .. }), Some(entry)) => entry.caller,
-                (Err(e), _) => return Err(e),
-            },
+        let caller = match fresh(state.keys.get(&digest)) {
+            Some(entry) => entry.caller,
+            None => looked_up(state, digest).await?,
         };
         state.limiter.check(caller.tenant)?;
         Ok(caller)
+    }
+}
+
+fn fresh(entry: Option<KeyEntry>) -> Option<KeyEntry> {
+    entry.filter(|e| e.fetched.elapsed() < KEY_CACHE_TTL)
+}
+
+/// The caller of a key the cache does not hold fresh, one database lookup per key at a time.
+async fn looked_up(state: &AppState, digest: Vec<u8>) -> Result<Caller, ApiError> {
+    let gate = state.key_lookups.get_with(digest.clone(), Default::default);
+    let _turn = gate.lock().await;
+    let cached = state.keys.get(&digest);
+    if let Some(entry) = fresh(cached) {
+        // Another request looked the key up while this one waited.
+        return Ok(entry.caller);
+    }
+    match (lookup(state, &digest).await, cached) {
+        (Ok(Some(caller)), _) => {
+            state.keys.insert(digest, KeyEntry { caller, fetched: std::time::Instant::now() });
+            Ok(caller)
+        }
+        (Ok(None), _) => {
+            state.keys.invalidate(&digest);
+            Err(ApiError::Unauthorized)
+        }
+        // The database cannot say: the key it confirmed within the last hour still counts.
+        (Err(ApiError::Unavailable { .. }), Some(entry)) => Ok(entry.caller),
+        (Err(e), _) => Err(e),
     }
 }
 

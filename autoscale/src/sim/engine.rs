@@ -30,12 +30,12 @@ pub struct Outcome {
     pub replicas_per_row: Vec<i32>,
 }
 
-/// The load at tick `k` of `row`: it moves linearly from one row's rate to the next, as real
-/// traffic ramps.
-fn load_at(rps: &[f64], row: usize, k: i64, model: &Model) -> f64 {
+/// The load at tick `k` of `row` (of `ticks_per_row`): it moves linearly from one row's rate to
+/// the next, as real traffic ramps. The live autoscaling run replays exactly this curve.
+pub fn load_at(rps: &[f64], row: usize, k: i64, ticks_per_row: i64) -> f64 {
     let this_row = rps[row];
     let next_row = rps.get(row + 1).copied().unwrap_or(this_row);
-    this_row + (next_row - this_row) * k as f64 / model.ticks_per_row() as f64
+    this_row + (next_row - this_row) * k as f64 / ticks_per_row as f64
 }
 
 /// Opposite scale events closer than the flap interval.
@@ -53,7 +53,7 @@ pub fn oracle(rps: &[f64], model: &Model) -> Outcome {
     let mut current = model.min_replicas;
     for row in 0..rps.len() {
         for k in 0..model.ticks_per_row() {
-            let load = load_at(rps, row, k, model);
+            let load = load_at(rps, row, k, model.ticks_per_row());
             let pods = model.oracle_replicas(load);
             if pods != current {
                 events.push((row as i64 * model.row_seconds + k * TICK_SECONDS, (pods - current).signum()));
@@ -101,7 +101,7 @@ pub fn simulate(scaler: &mut dyn Scaler, rps: &[f64], model: &Model, mut progres
         progress(row);
         for k in 0..model.ticks_per_row() {
             let now = row as i64 * model.row_seconds + k * TICK_SECONDS;
-            let load = load_at(rps, row, k, model);
+            let load = load_at(rps, row, k, model.ticks_per_row());
             let ready = pods.iter().filter(|start| now - **start >= model.startup_seconds).count() as i32;
             let cpu = model.cpu_percent(load, ready);
             seen.push_back((now, load, cpu));

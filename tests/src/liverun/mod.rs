@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use riskplatform_autoscale::sim::engine::TICK_SECONDS;
+use riskplatform_autoscale::sim::engine::{load_at, TICK_SECONDS};
 use riskplatform_autoscale::sim::model::Model;
 use riskplatform_autoscale::sim::trace;
 
@@ -46,10 +46,10 @@ impl Schedule {
         }
         let tick = (t / TICK_SECONDS as f64).floor() as i64;
         let ticks_per_row = (self.row_seconds / TICK_SECONDS).max(1);
-        let row = usize::try_from(tick / ticks_per_row).unwrap_or(usize::MAX);
-        let Some(&this) = self.rates.get(row) else { return 0.0 };
-        let next = self.rates.get(row + 1).copied().unwrap_or(this);
-        this + (next - this) * (tick % ticks_per_row) as f64 / ticks_per_row as f64
+        match usize::try_from(tick / ticks_per_row) {
+            Ok(row) if row < self.rates.len() => load_at(&self.rates, row, tick % ticks_per_row, ticks_per_row),
+            _ => 0.0,
+        }
     }
 
     /// When each request is sent, in seconds from the start: the n-th (from 0) once the integral of
