@@ -10,6 +10,8 @@ bash scripts/install-deps.sh
 # be around.
 unset DATABASE_URL
 export SQLX_OFFLINE=true
+# A one-off build gains nothing from incremental caches, and they would double target/'s size.
+export CARGO_INCREMENTAL=0
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

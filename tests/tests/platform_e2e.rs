@@ -300,6 +300,54 @@ async fn bad_input(live: &LivePlatform) -> Result<()> {
     live.wait_ready(Duration::from_secs(10)).await?;
     let health = live.api(None).await?.get("/health/ready").await?;
     ensure!(health.status == StatusCode::OK, "the running platform's API: {} {}", health.status, health.text);
+
+    wrong_password(live).await
+}
+
+/// The running platform's Secret given a password the database refuses (a typo in a rotation):
+/// Degraded with the reason, while the pods keep the password that works, so nothing rolls and
+/// writes still reach the database; the Secret put right clears it.
+async fn wrong_password(live: &LivePlatform) -> Result<()> {
+    let api = live.api(Some(&live.create_tenant(Duration::from_secs(120)).await?)).await?;
+    let before = generations(live).await?;
+    // As `data`: the local cluster's API server stores `stringData` as given instead of merging it.
+    let typo = json!({ "data": { "password": k8s_openapi::ByteString(b"not-the-password".to_vec()) } }).to_string();
+    live.kubectl(&["-n", NAMESPACE, "patch", "secret", "risk-db-credentials", "--type", "merge", "-p", &typo], None)?;
+    let platforms = live.platforms();
+    let degraded = |want: &'static str| {
+        let platforms = platforms.clone();
+        eventually(Duration::from_secs(60), move || {
+            let platforms = platforms.clone();
+            async move {
+                let rp = platforms.get(PLATFORM).await?;
+                let conditions = rp.status.map(|s| s.conditions).unwrap_or_default();
+                let d = conditions.iter().find(|c| c.type_ == "Degraded").context("no Degraded condition")?;
+                ensure!(d.status == want, "Degraded={} ({}: {}), want {want}", d.status, d.reason, d.message);
+                Ok(format!("{}: {}", d.reason, d.message))
+            }
+        })
+    };
+    let reason = degraded("True").await?;
+    ensure!(reason.starts_with("DatabaseAuthenticationFailed"), "{reason}");
+    ensure!(!reason.contains("not-the-password"), "the password is in the status: {reason}");
+    eprintln!("figure: bad input: wrong database password: Degraded ({reason})");
+    // Several more reconciles and database checks, none of which may hand the typo to the pods.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let after = generations(live).await?;
+    ensure!(after == before, "a password the database refuses rolled the platform: {before:?} -> {after:?}");
+    let company = create_company(&api, "HELD").await?;
+    let health = api.get("/health/ready").await?;
+    ensure!(
+        health.status == StatusCode::OK,
+        "the API with a refused password pending: {} {}",
+        health.status,
+        health.text
+    );
+    eprintln!("figure: bad input: wrong database password: nothing rolled, a write succeeded (company {company})");
+
+    live.cluster.database("secret", &[NAMESPACE, "risk-db-credentials"])?;
+    degraded("False").await?;
+    live.wait_ready(Duration::from_secs(60)).await?;
     Ok(())
 }
 

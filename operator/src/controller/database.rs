@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use riskplatform_crd::DatabaseSpec;
+use riskplatform_crd::{DatabaseSpec, RiskPlatform};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
@@ -176,6 +176,36 @@ impl DatabaseCheck {
         results.retain(|_, (at, _)| now.duration_since(*at) < self.interval);
         results.insert(target, (now, result.clone()));
         result
+    }
+}
+
+impl DatabaseCheck {
+    /// New credentials that the database refuses are not handed to the pods: PgBouncer would
+    /// roll onto a login that fails and cut the running API off the database. They keep the
+    /// credentials they were given (`deployed`, from the owned auth Secret), and the refusal is
+    /// the problem to show until the database accepts the new ones. Any other failure cannot
+    /// tell good credentials from bad, so it holds nothing back.
+    pub async fn hold_refused(
+        &self,
+        rp: &RiskPlatform,
+        deployed: Option<(String, String)>,
+        validated: Validated,
+    ) -> (Validated, Option<Problem>) {
+        let Some((username, password)) = deployed else { return (validated, None) };
+        let c = &validated.credentials;
+        if c.username == username && c.password == password {
+            return (validated, None);
+        }
+        match self.check(&rp.spec.pgbouncer.database, &validated).await {
+            Some(refused @ Unreachable::AuthenticationFailed { .. }) => {
+                let mut problem = refused.problem();
+                problem
+                    .message
+                    .push_str("; the pods keep the credentials they run with until the database accepts the new ones");
+                (validated.with_database_credentials(rp, username, password), Some(problem))
+            }
+            _ => (validated, None),
+        }
     }
 }
 

@@ -138,9 +138,17 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
         None => Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(auth_name).await?.map(Arc::new),
     };
     let client_password = validate::client_password(auth.as_deref());
-    let (built, validated) = match validate::validate(&rp, &namespace, secret.as_deref(), client_password) {
-        Ok(v) => (build::build(&rp, &v), Some(v)),
-        Err(e) => (Err(e), None),
+    let (built, validated, held) = match validate::validate(&rp, &namespace, secret.as_deref(), client_password) {
+        Ok(v) => {
+            let (v, held) = match &ctx.database_check {
+                Some(check) => {
+                    check.hold_refused(&rp, validate::deployed_database_credentials(auth.as_deref()), v).await
+                }
+                None => (v, None),
+            };
+            (build::build(&rp, &v), Some(v), held)
+        }
+        Err(e) => (Err(e), None, None),
     };
     let applied = match built {
         Ok(children) => apply::apply_all(client, &namespace, &children, caches).await,
@@ -195,6 +203,7 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     // The children are applied either way, so the platform comes up by itself once its
     // database answers; until then it says why it cannot work and looks again soon.
     let (database, recheck) = match (&ctx.database_check, &validated) {
+        (Some(check), Some(_)) if held.is_some() => (held, check.interval),
         (Some(check), Some(v)) => match check.check(&rp.spec.pgbouncer.database, v).await {
             Some(unreachable) => (Some(unreachable.problem()), check.interval),
             None => (None, RESYNC),

@@ -41,6 +41,11 @@ pub struct Validated {
 
 /// The owned auth Secret's key holding the pods' PgBouncer password.
 pub const CLIENT_PASSWORD_KEY: &str = "client-password";
+/// The owned auth Secret's keys holding the database credentials PgBouncer and the migrations
+/// were given: a copy, so that new credentials the database refuses can be held back
+/// ([`super::database::DatabaseCheck::hold_refused`]) while the pods keep the ones that work.
+pub const DATABASE_USERNAME_KEY: &str = "database-username";
+pub const DATABASE_PASSWORD_KEY: &str = "database-password";
 
 /// The pods' PgBouncer password: the one the owned auth Secret `auth` already holds, else a new
 /// random one (244 bits).
@@ -50,6 +55,29 @@ pub fn client_password(auth: Option<&Secret>) -> String {
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
         .filter(|v| v.len() >= 32)
         .unwrap_or_else(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
+}
+
+/// The database credentials the platform's pods were last given, from the owned auth Secret.
+pub fn deployed_database_credentials(auth: Option<&Secret>) -> Option<(String, String)> {
+    let data = auth?.data.as_ref()?;
+    let read = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok()).filter(|v| !v.is_empty());
+    Some((read(DATABASE_USERNAME_KEY)?, read(DATABASE_PASSWORD_KEY)?))
+}
+
+impl Validated {
+    fn new(rp: &RiskPlatform, credentials: Credentials) -> Self {
+        let credentials_hash = super::build::config_hash_of(&[
+            names(rp).platform.as_bytes(),
+            credentials.username.as_bytes(),
+            credentials.client_password.as_bytes(),
+        ]);
+        Self { credentials, credentials_hash }
+    }
+
+    /// The same platform given other database credentials (the pods' PgBouncer password stays).
+    pub fn with_database_credentials(self, rp: &RiskPlatform, username: String, password: String) -> Self {
+        Self::new(rp, Credentials { username, password, ..self.credentials })
+    }
 }
 
 /// Checks the credentials Secret of `rp`; `secret` is what the fetch step found under its name,
@@ -87,10 +115,5 @@ pub fn validate(
         password: read(&reference.password_key)?,
         client_password,
     };
-    let credentials_hash = super::build::config_hash_of(&[
-        names(rp).platform.as_bytes(),
-        credentials.username.as_bytes(),
-        credentials.client_password.as_bytes(),
-    ]);
-    Ok(Validated { credentials, credentials_hash })
+    Ok(Validated::new(rp, credentials))
 }

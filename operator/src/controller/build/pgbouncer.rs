@@ -14,7 +14,7 @@ use k8s_openapi::ByteString;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
 use super::workloads::service;
-use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY};
+use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY, DATABASE_PASSWORD_KEY, DATABASE_USERNAME_KEY};
 
 /// PgBouncer's conventional port.
 pub const PORT: i32 = 6432;
@@ -214,6 +214,8 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
             data: Some(BTreeMap::from([
                 ("userlist.txt".to_owned(), ByteString(userlist.into_bytes())),
                 (CLIENT_PASSWORD_KEY.to_owned(), ByteString(c.client_password.clone().into_bytes())),
+                (DATABASE_USERNAME_KEY.to_owned(), ByteString(c.username.clone().into_bytes())),
+                (DATABASE_PASSWORD_KEY.to_owned(), ByteString(c.password.clone().into_bytes())),
             ])),
             ..Default::default()
         },

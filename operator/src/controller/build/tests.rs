@@ -214,7 +214,7 @@ fn no_configmap_or_pod_spec_contains_the_password() {
     let migrate = container(&children.api_deployment, "migrate");
     let password =
         env(migrate, "PGPASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("secret ref");
-    assert_eq!((password.name.as_str(), password.key.as_str()), ("risk-db-credentials", "password"));
+    assert_eq!((password.name.as_str(), password.key.as_str()), ("risk-pgbouncer-auth", "database-password"));
 }
 
 #[test]
@@ -298,7 +298,7 @@ fn external_redis_builds_no_redis_and_passes_the_password_by_reference() {
     assert_eq!((pw.name.as_str(), pw.key.as_str()), ("redis-auth", "pw"));
     let migrate = container(&children.api_deployment, "migrate");
     let user = env(migrate, "PGUSER").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
-    assert_eq!((user.name.as_str(), user.key.as_str()), ("db", "user"));
+    assert_eq!((user.name.as_str(), user.key.as_str()), ("ext-pgbouncer-auth", "database-username"));
     let ini = &children.pgbouncer_config.data.as_ref().expect("data")["pgbouncer.ini"];
     assert!(ini.contains("scoring = host=db.example port=6543 dbname=scoring user=risk"));
     assert!(ini.contains("pool_mode = session") && ini.contains("default_pool_size = 20"));
@@ -330,6 +330,11 @@ fn a_new_database_password_rolls_pgbouncer_only_and_the_pods_keep_their_own_logi
     let userlist = String::from_utf8(auth["userlist.txt"].0.clone()).expect("utf-8");
     assert_eq!(userlist, format!("\"risk\" \"new\"\n\"riskplatform-app\" \"{}\"\n", "c".repeat(64)));
     assert_eq!(auth["client-password"].0, "c".repeat(64).into_bytes());
+    // The migrations read the copy the operator handed out, so the same credentials as PgBouncer.
+    assert_eq!(
+        (auth["database-username"].0.as_slice(), auth["database-password"].0.as_slice()),
+        (&b"risk"[..], &b"new"[..])
+    );
 
     // Another client password (a new platform) rolls the API and the workers.
     let mut other = validated("new");

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
 use super::pgbouncer::PORT as PGBOUNCER_PORT;
-use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY};
+use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY, DATABASE_PASSWORD_KEY, DATABASE_USERNAME_KEY};
 
 /// Port of the API's HTTP listener (REST, health and metrics).
 pub const API_PORT: i32 = 8080;
@@ -125,15 +125,17 @@ fn api_env(ctx: &BuildContext, mut env: Vec<EnvVar>) -> Vec<EnvVar> {
 }
 
 /// libpq-style variables of the migrations, which log in to PostgreSQL itself as the database
-/// user (credentials by Secret reference).
+/// user. The credentials are the ones PgBouncer was given, by reference to the owned auth Secret,
+/// so a new pod does not start on credentials the operator held back because the database
+/// refuses them.
 fn database_env(ctx: &BuildContext, host: &str, port: i32) -> Vec<EnvVar> {
-    let db = &ctx.rp.spec.pgbouncer;
+    let auth = &ctx.names.pgbouncer_auth;
     vec![
         value_env("PGHOST", host),
         value_env("PGPORT", &port.to_string()),
-        value_env("PGDATABASE", &db.database.name),
-        secret_env("PGUSER", &db.credentials_secret_ref.name, &db.credentials_secret_ref.username_key),
-        secret_env("PGPASSWORD", &db.credentials_secret_ref.name, &db.credentials_secret_ref.password_key),
+        value_env("PGDATABASE", &ctx.rp.spec.pgbouncer.database.name),
+        secret_env("PGUSER", auth, DATABASE_USERNAME_KEY),
+        secret_env("PGPASSWORD", auth, DATABASE_PASSWORD_KEY),
     ]
 }
 
