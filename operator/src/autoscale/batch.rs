@@ -47,6 +47,7 @@ struct Member {
 pub async fn read_all(ctx: &Context, platforms: &[Arc<RiskPlatform>], now: i64) -> Readings {
     let mut readings = Readings::default();
     let mut batches: HashMap<Batch, Vec<Member>> = HashMap::new();
+    let mut custom = Vec::new();
     for rp in platforms {
         let Some(namespace) = rp.namespace() else { continue };
         let names = names(rp);
@@ -55,16 +56,20 @@ pub async fn read_all(ctx: &Context, platforms: &[Arc<RiskPlatform>], now: i64) 
             for &signal in signals_of(component) {
                 let window = config.read_window_seconds(signal);
                 let slot = (namespace.clone(), names.platform.clone(), signal);
-                if let Some(custom) = super::custom_query(&rp.spec, signal) {
+                if let Some(template) = super::custom_query(&rp.spec, signal) {
                     let target = queries::QueryTarget { namespace: &namespace, platform: &names.platform, deployment };
-                    let reading = match prometheus_http_query::Client::try_from(rp.spec.prometheus.url.as_str()) {
-                        Ok(client) => {
-                            ctx.metrics.scaling.query("autoscaler");
-                            prometheus::range(&client, &queries::render(&custom, &target), now, window).await
-                        }
-                        Err(_) => Reading::Unavailable(bad_url(&rp.spec.prometheus.url)),
-                    };
-                    readings.0.insert(slot, reading);
+                    let query = queries::render(&template, &target);
+                    let url = rp.spec.prometheus.url.clone();
+                    custom.push(async move {
+                        let reading = match prometheus_http_query::Client::try_from(url.as_str()) {
+                            Ok(client) => {
+                                ctx.metrics.scaling.query("autoscaler");
+                                prometheus::range(&client, &query, now, window).await
+                            }
+                            Err(_) => Reading::Unavailable(bad_url(&url)),
+                        };
+                        (slot, reading)
+                    });
                     continue;
                 }
                 let series = match signal {
@@ -80,7 +85,8 @@ pub async fn read_all(ctx: &Context, platforms: &[Arc<RiskPlatform>], now: i64) 
             }
         }
     }
-    for (batch, members) in batches {
+    // Every query at once: a Prometheus that does not answer costs one query timeout in all.
+    let batched = futures::future::join_all(batches.into_iter().map(|(batch, members)| async move {
         let split = match prometheus_http_query::Client::try_from(batch.url.as_str()) {
             Ok(client) => {
                 let namespaces: BTreeSet<&str> = members.iter().map(|m| m.namespace.as_str()).collect();
@@ -90,6 +96,11 @@ pub async fn read_all(ctx: &Context, platforms: &[Arc<RiskPlatform>], now: i64) 
             }
             Err(_) => Err(bad_url(&batch.url)),
         };
+        (batch, members, split)
+    }));
+    let (custom, batched) = futures::join!(futures::future::join_all(custom), batched);
+    readings.0.extend(custom);
+    for (batch, members, split) in batched {
         for m in members {
             let reading = match &split {
                 Ok(series) => match series.get(&(m.namespace.clone(), m.series.clone())) {

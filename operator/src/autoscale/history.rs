@@ -22,7 +22,9 @@ pub fn window_seconds(forecast: &ForecastSizing) -> i64 {
 /// `Unavailable` reading: forecast sizing then forecasts without seasons, it never scales on it.
 pub async fn fetch(client: &Client, query: &str, forecast: &ForecastSizing, now: i64) -> Arc<Reading> {
     let start = now - window_seconds(forecast);
-    let reading = match client.query_range(query, start, now, STEP_SECONDS as f64).get().await {
+    let reading = match super::prometheus::bounded(client.query_range(query, start, now, STEP_SECONDS as f64).get())
+        .await
+    {
         Err(e) => Reading::Unavailable(format!("prometheus history query failed: {e}")),
         Ok(response) => match response.data().as_matrix().map(Vec::as_slice) {
             Some([one]) => Reading::Series(one.samples().iter().map(|s| (s.timestamp() as i64, s.value())).collect()),

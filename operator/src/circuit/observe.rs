@@ -44,7 +44,7 @@ type Values = HashMap<(String, String, String), f64>;
 type Member = (String, String, &'static str);
 
 async fn instant_split(client: &Client, query: &str) -> Option<Values> {
-    let response = client.query(query).get().await.ok()?;
+    let response = crate::autoscale::prometheus::bounded(client.query(query).get()).await.ok()?;
     let vector = response.data().as_vector()?;
     Some(
         vector
@@ -81,21 +81,26 @@ pub async fn observe_all(ctx: &Context, platforms: &[Arc<RiskPlatform>], now: i6
             ));
         }
     }
-    let mut observations = Observations::default();
-    for ((url, window), members) in batches {
-        let Ok(client) = Client::try_from(url.as_str()) else { continue };
+    // Every batch and query at once: one Prometheus that does not answer costs the evaluation
+    // one query timeout, not one per query.
+    let answers = futures::future::join_all(batches.into_iter().map(|((url, window), members)| async move {
+        let client = Client::try_from(url.as_str()).ok()?;
         let namespaces: BTreeSet<&str> = members.iter().map(|m| m.0.as_str()).collect();
         let namespaces = namespaces.into_iter().collect::<Vec<_>>().join("|");
-        let mut values = Vec::with_capacity(3);
-        for query in batched_queries(&namespaces, window) {
+        let [calls, failures, consecutive] = batched_queries(&namespaces, window);
+        for _ in 0..3 {
             ctx.metrics.scaling.query("breaker");
-            values.push(instant_split(&client, &query).await);
         }
-        let [Some(calls), Some(failures), Some(consecutive)] =
-            <[Option<Values>; 3]>::try_from(values).unwrap_or_default()
-        else {
-            continue;
-        };
+        let (calls, failures, consecutive) = futures::join!(
+            instant_split(&client, &calls),
+            instant_split(&client, &failures),
+            instant_split(&client, &consecutive)
+        );
+        Some((members, calls?, failures?, consecutive?))
+    }))
+    .await;
+    let mut observations = Observations::default();
+    for (members, calls, failures, consecutive) in answers.into_iter().flatten() {
         for (namespace, platform, dependency) in members {
             let k = (namespace, platform, dependency.to_owned());
             // A platform without series had no calls, as a sum over no series says.
