@@ -11,6 +11,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v kubectl >/dev/null || need+=(kubernetes-client)
 command -v wrk >/dev/null || need+=(wrk)
+# The metrics sidecar beside the managed Redis runs as this program on the local cluster.
+command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -19,7 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # The Debian packages start system services where an init system runs; tests use their own
 # instances on free ports, so stop any that came up to keep the machine quiet.
-for svc in postgresql pgbouncer redis-server prometheus; do
+for svc in postgresql pgbouncer redis-server prometheus prometheus-redis-exporter; do
   service "$svc" stop >/dev/null 2>&1 || true
 done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest

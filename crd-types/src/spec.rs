@@ -228,6 +228,10 @@ pub struct RedisSpec {
     /// Container resources of the managed Redis.
     #[serde(default = "default_redis_resources")]
     pub resources: ResourceRequirements,
+    /// Image of the metrics sidecar (redis_exporter) beside the managed Redis, which Prometheus
+    /// scrapes on the container port named `metrics` (9121); an empty string runs none.
+    #[serde(default = "default_redis_exporter_image")]
+    pub exporter_image: String,
 }
 
 impl Default for RedisSpec {
@@ -243,6 +247,7 @@ impl Default for RedisSpec {
             timeout_seconds: default_redis_seconds(),
             persistence: RedisPersistence::default(),
             resources: default_redis_resources(),
+            exporter_image: default_redis_exporter_image(),
         }
     }
 }
@@ -549,6 +554,9 @@ fn default_api_image() -> String {
 }
 fn default_redis_image() -> String {
     "redis:7.2-alpine".to_owned()
+}
+fn default_redis_exporter_image() -> String {
+    "oliver006/redis_exporter:v1.45.0".to_owned()
 }
 fn default_pgbouncer_image() -> String {
     "docker.io/edoburu/pgbouncer:v1.18.0-p0".to_owned()

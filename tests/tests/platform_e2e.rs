@@ -94,16 +94,15 @@ async fn install_and_use(live: &LivePlatform, ready_after: Duration) -> Result<(
     ensure!(results.lines().count() == rows + 1, "a result line per row: {}", results.lines().count());
     eprintln!("figure: use: {rows}-row bulk job done by the worker pods in {:.1} s", started.elapsed().as_secs_f64());
 
-    // The API and worker pods are scrape targets Prometheus reaches; every pod (PgBouncer and
-    // Redis run no exporter) has its containers' usage from the kubelet's cAdvisor.
+    // The API, worker and Redis (its exporter sidecar) pods are scrape targets Prometheus
+    // reaches; every pod (PgBouncer runs no exporter yet) has its containers' usage from the
+    // kubelet's cAdvisor.
     let mut targets = Vec::new();
-    for component in ["api", "worker"] {
+    for component in ["api", "worker", "redis"] {
         targets.extend(live.pods(component).await?.into_iter().filter_map(|p| p.metadata.name));
     }
     let mut all = targets.clone();
-    for component in ["pgbouncer", "redis"] {
-        all.extend(live.pods(component).await?.into_iter().filter_map(|p| p.metadata.name));
-    }
+    all.extend(live.pods("pgbouncer").await?.into_iter().filter_map(|p| p.metadata.name));
     let missing_from = |series: Vec<(Value, f64)>, wanted: &[String]| -> Vec<String> {
         let names: Vec<&str> = series.iter().filter_map(|(m, _)| m["pod"].as_str()).collect();
         wanted.iter().filter(|p| !names.contains(&p.as_str())).cloned().collect()
@@ -115,11 +114,14 @@ async fn install_and_use(live: &LivePlatform, ready_after: Duration) -> Result<(
         let usage = format!("container_memory_working_set_bytes{{namespace=\"{NAMESPACE}\",container!=\"\"}}");
         let missing = missing_from(instant_query(&live.prometheus, &usage).await?, &all);
         ensure!(missing.is_empty(), "pods without cAdvisor series yet: {missing:?}");
+        // The exporter really reads Redis: redis_up is its own verdict of the connection.
+        let redis_up = instant_query(&live.prometheus, &format!("redis_up{{namespace=\"{NAMESPACE}\"}} == 1")).await?;
+        ensure!(!redis_up.is_empty(), "no redis_up == 1 from the Redis exporter yet");
         Ok(())
     })
     .await?;
     eprintln!(
-        "figure: use: Prometheus scrapes {} API and worker pods and has usage of all {} pods of {PLATFORM}",
+        "figure: use: Prometheus scrapes {} API, worker and Redis pods and has usage of all {} pods of {PLATFORM}",
         targets.len(),
         all.len()
     );

@@ -90,10 +90,7 @@ mod tests {
         let (reading, split) =
             tokio::join!(range(&client, "up", 1_000, 60), range_split(&client, "up", 1_000, 60, "deployment"));
         let waited = started.elapsed();
-        assert!(
-            matches!(&reading, Reading::Unavailable(r) if r.contains("no answer within 5 s")),
-            "{reading:?}"
-        );
+        assert!(matches!(&reading, Reading::Unavailable(r) if r.contains("no answer within 5 s")), "{reading:?}");
         assert!(split.as_ref().is_err_and(|e| e.contains("no answer within 5 s")), "{split:?}");
         assert!(waited < QUERY_TIMEOUT * 2, "two queries at once waited {waited:?}");
     }

@@ -4,20 +4,23 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use riskplatform_crd::RedisSnapshot;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
-use super::workloads::{secret_env, service};
+use super::workloads::{secret_env, service, value_env};
 use super::RedisChildren;
 
 /// Redis's conventional port.
 pub const PORT: i32 = 6379;
+/// redis_exporter's conventional port.
+pub const EXPORTER_PORT: i32 = 9121;
 /// uid of the redis user in the official image.
 const REDIS_UID: i64 = 999;
 
@@ -59,6 +62,37 @@ pub fn conf(ctx: &BuildContext) -> String {
     conf
 }
 
+/// The metrics sidecar: redis_exporter reading Redis over the pod's loopback, with the password
+/// by reference when there is one, and serving on the port Prometheus scrapes by its name.
+fn exporter(ctx: &BuildContext) -> Option<Container> {
+    let r = &ctx.rp.spec.redis;
+    if r.exporter_image.is_empty() {
+        return None;
+    }
+    let mut c = common::container("exporter", &r.exporter_image);
+    let mut env = vec![
+        value_env("REDIS_ADDR", &format!("redis://localhost:{PORT}")),
+        value_env("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", &format!(":{EXPORTER_PORT}")),
+    ];
+    if let Some(secret) = &r.password_secret_ref {
+        env.push(secret_env("REDIS_PASSWORD", &secret.name, &secret.key));
+    }
+    c.env = Some(env);
+    c.ports = Some(vec![common::port("metrics", EXPORTER_PORT)]);
+    c.resources = Some(ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("10m".to_owned())),
+            ("memory".to_owned(), Quantity("32Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("64Mi".to_owned())),
+        ])),
+        ..Default::default()
+    });
+    Some(c)
+}
+
 pub fn build(ctx: &BuildContext) -> RedisChildren {
     let names = &ctx.names;
     let r = &ctx.rp.spec.redis;
@@ -96,6 +130,9 @@ pub fn build(ctx: &BuildContext) -> RedisChildren {
         },
         VolumeMount { name: "data".to_owned(), mount_path: "/data".to_owned(), ..Default::default() },
     ]);
+
+    let mut containers = vec![container];
+    containers.extend(exporter(ctx));
 
     let mut volumes = vec![Volume {
         name: "config".to_owned(),
@@ -148,7 +185,7 @@ pub fn build(ctx: &BuildContext) -> RedisChildren {
                         service_account_name: Some(names.platform.clone()),
                         automount_service_account_token: Some(false),
                         security_context: Some(common::restricted_pod_security(REDIS_UID)),
-                        containers: vec![container],
+                        containers,
                         volumes: Some(volumes),
                         ..Default::default()
                     }),

@@ -472,3 +472,30 @@ fn the_reserved_env_names_are_the_ones_the_operator_sets() {
         assert!(riskplatform_crd::RESERVED_ENV.contains(name), "{name} is set by the operator but not reserved");
     }
 }
+
+#[test]
+fn managed_redis_gets_a_metrics_sidecar_on_a_port_named_metrics_unless_its_image_is_empty() {
+    let children = build(&fixture("minimal.yaml"), &validated("pw")).expect("build");
+    let redis = children.redis.expect("managed redis");
+    let pod = redis.statefulset.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
+    let exporter = pod.containers.iter().find(|c| c.name == "exporter").expect("exporter container");
+    assert_eq!(exporter.image.as_deref(), Some("oliver006/redis_exporter:v1.45.0"));
+    let port = exporter.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics")).expect("metrics port");
+    assert_eq!(port.container_port, 9121);
+    assert_eq!(env(exporter, "REDIS_ADDR").value.as_deref(), Some("redis://localhost:6379"));
+
+    let mut locked = fixture("minimal.yaml");
+    locked.spec.redis.password_secret_ref =
+        Some(serde_json::from_value(serde_json::json!({ "name": "redis-auth", "key": "pw" })).expect("ref"));
+    let children = build(&locked, &validated("pw")).expect("build");
+    let pod = children.redis.expect("managed redis").statefulset.spec.and_then(|s| s.template.spec).expect("pod");
+    let exporter = pod.containers.iter().find(|c| c.name == "exporter").expect("exporter container");
+    let pw = env(exporter, "REDIS_PASSWORD").value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("ref");
+    assert_eq!((pw.name.as_str(), pw.key.as_str()), ("redis-auth", "pw"));
+
+    let mut bare = fixture("minimal.yaml");
+    bare.spec.redis.exporter_image = String::new();
+    let children = build(&bare, &validated("pw")).expect("build");
+    let pod = children.redis.expect("managed redis").statefulset.spec.and_then(|s| s.template.spec).expect("pod");
+    assert_eq!(pod.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["redis"]);
+}

@@ -76,6 +76,12 @@ pub fn resolve(image: &str, bin_dir: &Path) -> Option<Image> {
             70,
             &[("/usr/bin/pgbouncer", "/usr/sbin/pgbouncer")],
         )),
+        // oliver006/redis_exporter: USER 59000, ENTRYPOINT /redis_exporter; Debian packages the
+        // same program, configured by the same REDIS_* variables
+        "oliver006/redis_exporter" => Some(Image {
+            entrypoint: vec!["/usr/bin/prometheus-redis-exporter".to_owned()],
+            ..debian_program(&[], 59000, &[("/redis_exporter", "/usr/bin/prometheus-redis-exporter")])
+        }),
         "busybox" | "debian" | "localcluster.test/shell" => Some(debian_program(&["/bin/sh"], 0, &[])),
         _ => None,
     }
@@ -131,6 +137,9 @@ mod tests {
         );
         let pgb = resolve("docker.io/edoburu/pgbouncer:v1.18.0-p0", bin).expect("pgbouncer image");
         assert_eq!(argv(&pgb, &["/usr/bin/pgbouncer".to_owned()], None), ["/usr/sbin/pgbouncer"]);
+        let exporter = resolve("oliver006/redis_exporter:v1.45.0", bin).expect("redis_exporter image");
+        assert_eq!(argv(&exporter, &[], None), ["/usr/bin/prometheus-redis-exporter"]);
+        assert_eq!(argv(&exporter, &["/redis_exporter".to_owned()], None), ["/usr/bin/prometheus-redis-exporter"]);
         assert!(resolve("ghcr.io/riskplatform/riskplatform-operator:0.1.0", bin).is_some());
     }
 
