@@ -51,7 +51,12 @@ impl Modify for BearerAuth {
 
 /// This OpenAPI document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(),
-    responses((status = 200, description = "OpenAPI 3.1")))]
+    responses(
+        (status = 200, description = "OpenAPI 3.1"),
+        (status = 503, description = "The pod already holds its maximum of requests in flight (code `overloaded`)",
+            body = crate::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying (at least 1)"))),
+    ))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -117,6 +122,19 @@ mod tests {
                 let response = resolve(&doc, &op["responses"][status]);
                 assert!(response["headers"]["Retry-After"].is_object(), "{method} {path} {status}: {response}");
             }
+        }
+    }
+
+    #[test]
+    fn every_operation_behind_load_shedding_documents_503_overloaded() {
+        let doc = document();
+        for (path, method, op) in operations(&doc) {
+            if path.starts_with("/health/") || path == "/metrics" {
+                continue;
+            }
+            let response = resolve(&doc, &op["responses"]["503"]);
+            let description = response["description"].as_str().unwrap_or_default();
+            assert!(description.contains("`overloaded`"), "{method} {path} 503: {response}");
         }
     }
 

@@ -18,7 +18,7 @@ const COMMON: [(&str, &str, &str, bool); 7] = [
     ("422", "Unprocessable", "The body is JSON but not of the documented shape; `field` names the culprit where one is to blame", false),
     ("429", "RateLimited", "The tenant's rate limit is used up; retry after `Retry-After` seconds", true),
     ("500", "Internal", "An unexpected failure; details are in the service's log, never in the response", false),
-    ("503", "Unavailable", "PostgreSQL or Redis is unavailable, or its circuit breaker is open; retry after `Retry-After` seconds", true),
+    ("503", "Unavailable", "PostgreSQL or Redis is unavailable or its circuit breaker is open (code `unavailable`), or the pod already holds its maximum of requests in flight (code `overloaded`, `RISK_MAX_IN_FLIGHT`); retry after `Retry-After` seconds", true),
 ];
 
 /// What an operation takes, which decides the extractor errors it can answer with.
