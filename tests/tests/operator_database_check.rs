@@ -28,16 +28,22 @@ async fn degraded(api: &Api<RiskPlatform>, name: &str) -> Result<(String, String
     Ok((c.status, c.reason, c.message))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_cannot_be_used_is_shown_as_degraded_with_the_reason_until_it_can() -> Result<()> {
-    let pg = Postgres::start_with_password("right-password")?;
+/// An API server with the CRD, a namespace and an operator checking databases every second.
+async fn checking_operator(prefix: &str) -> Result<(TestCluster, kube::Client, String, RunningOperator)> {
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
     install_crd(&client).await?;
-    let ns = namespace(&client, "dbcheck").await?;
+    let ns = namespace(&client, prefix).await?;
     let mut config = RunningOperator::config(&ns);
     config.database_check_seconds = 1;
-    let _operator = RunningOperator::start_with(client.clone(), config);
+    let operator = RunningOperator::start_with(client.clone(), config);
+    Ok((cluster, client, ns, operator))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_used_is_shown_as_degraded_with_the_reason_until_it_can() -> Result<()> {
+    let pg = Postgres::start_with_password("right-password")?;
+    let (_cluster, client, ns, _operator) = checking_operator("dbcheck").await?;
 
     secret(&client, &ns, "good", &[("username", USER), ("password", "right-password")]).await?;
     secret(&client, &ns, "bad", &[("username", USER), ("password", "wrong-password")]).await?;
@@ -123,13 +129,7 @@ async fn deployed(client: &kube::Client, ns: &str, platform: &str) -> Result<(St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_password_the_database_refuses_is_held_back_and_a_working_one_rolls_pgbouncer() -> Result<()> {
     let pg = Postgres::start_with_password("first-password")?;
-    let cluster = TestCluster::start()?;
-    let client = cluster.client().await?;
-    install_crd(&client).await?;
-    let ns = namespace(&client, "dbhold").await?;
-    let mut config = RunningOperator::config(&ns);
-    config.database_check_seconds = 1;
-    let _operator = RunningOperator::start_with(client.clone(), config);
+    let (_cluster, client, ns, _operator) = checking_operator("dbhold").await?;
 
     secret(&client, &ns, "creds", &[("username", USER), ("password", "first-password")]).await?;
     let mut rp = test_platform("rotate", "creds", json!({}))?;
