@@ -27,7 +27,17 @@ bash scripts/install-deps.sh >/dev/null
 # The kubelet runs the images the chart and the operator deploy as these binaries.
 cargo build --release --workspace --bins
 dir="$(mktemp -d -t riskplatform-cluster-XXXXXX)"
-trap 'scripts/local-database.sh down "$dir" || true; scripts/local-cluster.sh down "$dir" >/dev/null 2>&1 || true' EXIT
+follower=""
+cleanup() {
+  [ -z "$follower" ] || kill "$follower" 2>/dev/null || true
+  scripts/local-database.sh down "$dir" || true
+  scripts/local-cluster.sh down "$dir" >/dev/null 2>&1 || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+# Ctrl-C reaches every process of the group; without its own trap bash would die of it before
+# the EXIT trap stops the database (PostgreSQL runs detached and would be left listening).
+trap 'exit 130' INT TERM
 LOCALCLUSTER_BIN_DIR="$(pwd)/target/release" scripts/local-cluster.sh up "$dir" --prometheus
 export KUBECONFIG="$dir/kube/kubeconfig"
 scripts/local-database.sh up "$dir"
@@ -73,5 +83,8 @@ Then create a tenant and send a prediction as README.md ("The two commands") sho
 Prometheus: $prometheus_url    Service ports: scripts/local-cluster.sh ports $dir
 Following the operator's log; Ctrl-C stops the platform and the local cluster.
 EOF
-# The local kubelet keeps container logs in files (it serves no `kubectl logs`).
-tail -n 20 -F "$dir"/state/pods/riskplatform-system_rp-riskplatform-operator-*/operator/*.log
+# The local kubelet keeps container logs in files (it serves no `kubectl logs`). In the
+# background, so that Ctrl-C interrupts the wait at once and runs the traps.
+tail -n 20 -F "$dir"/state/pods/riskplatform-system_rp-riskplatform-operator-*/operator/*.log &
+follower=$!
+wait "$follower"
