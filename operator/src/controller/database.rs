@@ -177,9 +177,7 @@ impl DatabaseCheck {
         results.insert(target, (now, result.clone()));
         result
     }
-}
 
-impl DatabaseCheck {
     /// New credentials that the database refuses are not handed to the pods: PgBouncer would
     /// roll onto a login that fails and cut the running API off the database. They keep the
     /// credentials they were given (`deployed`, from the owned auth Secret), and the refusal is

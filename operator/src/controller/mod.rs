@@ -202,9 +202,9 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
 
     // The children are applied either way, so the platform comes up by itself once its
     // database answers; until then it says why it cannot work and looks again soon.
-    let (database, recheck) = match (&ctx.database_check, &validated) {
-        (Some(check), Some(_)) if held.is_some() => (held, check.interval),
-        (Some(check), Some(v)) => match check.check(&rp.spec.pgbouncer.database, v).await {
+    let (database, recheck) = match (&ctx.database_check, &validated, held) {
+        (Some(check), _, Some(held)) => (Some(held), check.interval),
+        (Some(check), Some(v), None) => match check.check(&rp.spec.pgbouncer.database, v).await {
             Some(unreachable) => (Some(unreachable.problem()), check.interval),
             None => (None, RESYNC),
         },
