@@ -35,6 +35,9 @@ pub enum Command {
     /// Administration: tenants and API keys.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Export PgBouncer's pools and stats (its admin console) as Prometheus metrics: the sidecar
+    /// in the PgBouncer pod.
+    PgbouncerExporter(PgBouncerExporterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +86,27 @@ pub struct DatabaseArgs {
     /// How long a request waits for a connection before the database counts as unavailable.
     #[arg(long, env = "RISK_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
     pub acquire_timeout_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PgBouncerExporterArgs {
+    /// PgBouncer's address; the exporter runs beside it in its pod.
+    #[arg(long = "pgbouncer-host", env = "PGBOUNCER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long = "pgbouncer-port", env = "PGBOUNCER_PORT", default_value_t = 6432)]
+    pub port: u16,
+    /// A user in PgBouncer's `stats_users` (read-only access to the admin console).
+    #[arg(long = "pgbouncer-user", env = "PGBOUNCER_USER", default_value = "riskplatform-stats")]
+    pub user: String,
+    /// Read from the environment only, so it never shows in a process list.
+    #[arg(skip = std::env::var("PGBOUNCER_PASSWORD").ok())]
+    pub password: Option<String>,
+    /// Where `/metrics` is served (9127 is the usual PgBouncer exporter port).
+    #[arg(long, env = "RISK_EXPORTER_LISTEN", default_value = "0.0.0.0:9127")]
+    pub listen: String,
+    /// How long one scrape waits for PgBouncer before it reports `pgbouncer_up 0`.
+    #[arg(long, env = "RISK_EXPORTER_TIMEOUT_MS", default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod invalidation;
 pub mod metrics;
 pub mod model;
+pub mod pgbouncer_exporter;
 pub mod published;
 pub mod queue;
 pub mod ratelimit;

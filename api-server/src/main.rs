@@ -33,5 +33,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker(args) => riskplatform_api::worker::run(args, shutdown_signal()?).await,
         Command::Migrate(args) => riskplatform_api::admin::migrate(&args).await,
         Command::Admin(command) => riskplatform_api::admin::run(command).await,
+        Command::PgbouncerExporter(args) => riskplatform_api::pgbouncer_exporter::run(args, shutdown_signal()?).await,
     }
 }

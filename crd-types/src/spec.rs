@@ -366,6 +366,13 @@ pub struct PgBouncerSpec {
     /// Container resources of PgBouncer.
     #[serde(default = "default_pgbouncer_resources")]
     pub resources: ResourceRequirements,
+    /// Image of the metrics sidecar beside PgBouncer, an image of the API that runs its
+    /// `pgbouncer-exporter` (reading the admin console as a read-only stats user), which
+    /// Prometheus scrapes on the container port named `metrics` (9127); an empty string runs
+    /// none. A field of its own, not `api.image`, so that upgrading the API does not restart
+    /// PgBouncer.
+    #[serde(default = "default_api_image")]
+    pub exporter_image: String,
 }
 
 /// Where the user's PostgreSQL is.

@@ -10,6 +10,9 @@ use crate::service::{hand_to_postgres, Recipe, Service};
 
 /// The password clients present to PgBouncer (PostgreSQL itself trusts loopback).
 pub const PASSWORD: &str = "test-password";
+/// A user of PgBouncer's `stats_users`, as the operator configures one for its exporter.
+pub const STATS_USER: &str = "riskplatform-stats";
+pub const STATS_PASSWORD: &str = "stats-password";
 
 pub struct PgBouncer {
     pub service: Service,
@@ -33,7 +36,7 @@ impl PgBouncer {
         let dir = tempfile::Builder::new().prefix("pgbouncer-").tempdir()?;
         let port = free_port()?;
         let userlist = dir.path().join("userlist.txt");
-        std::fs::write(&userlist, format!("\"{USER}\" \"{PASSWORD}\"\n"))?;
+        std::fs::write(&userlist, format!("\"{USER}\" \"{PASSWORD}\"\n\"{STATS_USER}\" \"{STATS_PASSWORD}\"\n"))?;
         let ini = dir.path().join("pgbouncer.ini");
         std::fs::write(
             &ini,
@@ -47,6 +50,7 @@ impl PgBouncer {
                  unix_socket_dir =\n\
                  auth_type = scram-sha-256\n\
                  auth_file = {userlist}\n\
+                 stats_users = {STATS_USER}\n\
                  pool_mode = transaction\n\
                  max_client_conn = 2000\n\
                  default_pool_size = 50\n\

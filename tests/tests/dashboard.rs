@@ -138,7 +138,12 @@ fn kube_state_metrics() -> Result<String> {
     rp.metadata.namespace = Some(NAMESPACE.to_owned());
     rp.metadata.uid = Some("6f1c2d3e-0000-4000-8000-00000000000d".to_owned());
     let validated = Validated {
-        credentials: Credentials { username: "risk".into(), password: "pw".into(), client_password: "c".repeat(64) },
+        credentials: Credentials {
+            username: "risk".into(),
+            password: "pw".into(),
+            client_password: "c".repeat(64),
+            stats_password: "s".repeat(64),
+        },
         credentials_hash: config_hash_of(&[b"pw"]),
     };
     let children = build(&rp, &validated)?;

@@ -22,7 +22,12 @@ fn platform(persistence: serde_json::Value) -> Result<RiskPlatform> {
 /// The redis.conf the operator writes for `rp`.
 fn conf(rp: &RiskPlatform) -> Result<String> {
     let validated = Validated {
-        credentials: Credentials { username: "risk".into(), password: "pw".into(), client_password: "c".repeat(64) },
+        credentials: Credentials {
+            username: "risk".into(),
+            password: "pw".into(),
+            client_password: "c".repeat(64),
+            stats_password: "s".repeat(64),
+        },
         credentials_hash: config_hash_of(&[b"pw"]),
     };
     let children = build(rp, &validated)?;

@@ -306,6 +306,7 @@ mod tests {
                 username: "app".into(),
                 password: "secret".into(),
                 client_password: "c".into(),
+                stats_password: "s".into(),
             },
             credentials_hash: "h".into(),
         };

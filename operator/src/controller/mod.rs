@@ -137,8 +137,8 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
         // way; asked once, so a password already handed to the pods is never replaced.
         None => Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(auth_name).await?.map(Arc::new),
     };
-    let client_password = validate::client_password(auth.as_deref());
-    let (built, validated, held) = match validate::validate(&rp, &namespace, secret.as_deref(), client_password) {
+    let generated = validate::GeneratedPasswords::kept_or_new(auth.as_deref());
+    let (built, validated, held) = match validate::validate(&rp, &namespace, secret.as_deref(), generated) {
         Ok(v) => {
             let (v, held) = match &ctx.database_check {
                 Some(check) => {

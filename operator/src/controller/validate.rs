@@ -17,6 +17,9 @@ pub struct Credentials {
     /// The API's and workers' password at PgBouncer, generated once and kept in the owned auth
     /// Secret: it never changes with the database password, so a rotation rolls only PgBouncer.
     pub client_password: String,
+    /// The PgBouncer exporter's password at PgBouncer's admin console (read-only `stats_users`),
+    /// generated and kept the same way.
+    pub stats_password: String,
 }
 
 impl fmt::Debug for Credentials {
@@ -25,6 +28,7 @@ impl fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("client_password", &"<redacted>")
+            .field("stats_password", &"<redacted>")
             .finish()
     }
 }
@@ -41,17 +45,35 @@ pub struct Validated {
 
 /// The owned auth Secret's key holding the pods' PgBouncer password.
 pub const CLIENT_PASSWORD_KEY: &str = "client-password";
+/// The owned auth Secret's key holding the PgBouncer exporter's password.
+pub const STATS_PASSWORD_KEY: &str = "stats-password";
 /// The owned auth Secret's keys holding the database credentials PgBouncer and the migrations
 /// were given: a copy, so that new credentials the database refuses can be held back
 /// ([`super::database::DatabaseCheck::hold_refused`]) while the pods keep the ones that work.
 pub const DATABASE_USERNAME_KEY: &str = "database-username";
 pub const DATABASE_PASSWORD_KEY: &str = "database-password";
 
-/// The pods' PgBouncer password: the one the owned auth Secret `auth` already holds, else a new
-/// random one (244 bits).
-pub fn client_password(auth: Option<&Secret>) -> String {
+/// The passwords the operator makes up for a platform's own users at PgBouncer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GeneratedPasswords {
+    pub client: String,
+    pub stats: String,
+}
+
+impl GeneratedPasswords {
+    /// The ones the owned auth Secret `auth` already holds, else new ones.
+    pub fn kept_or_new(auth: Option<&Secret>) -> Self {
+        Self {
+            client: generated_password(auth, CLIENT_PASSWORD_KEY),
+            stats: generated_password(auth, STATS_PASSWORD_KEY),
+        }
+    }
+}
+
+/// The password under `key` of the owned auth Secret `auth`, else a new random one (244 bits).
+pub fn generated_password(auth: Option<&Secret>, key: &str) -> String {
     auth.and_then(|s| s.data.as_ref())
-        .and_then(|d| d.get(CLIENT_PASSWORD_KEY))
+        .and_then(|d| d.get(key))
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
         .filter(|v| v.len() >= 32)
         .unwrap_or_else(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
@@ -81,12 +103,12 @@ impl Validated {
 }
 
 /// Checks the credentials Secret of `rp`; `secret` is what the fetch step found under its name,
-/// `client_password` the pods' PgBouncer password ([`client_password`]).
+/// `generated` the passwords of the platform's own PgBouncer users ([`GeneratedPasswords`]).
 pub fn validate(
     rp: &RiskPlatform,
     namespace: &str,
     secret: Option<&Secret>,
-    client_password: String,
+    generated: GeneratedPasswords,
 ) -> Result<Validated> {
     let reference = &rp.spec.pgbouncer.credentials_secret_ref;
     let field = "spec.pgbouncer.credentialsSecretRef";
@@ -113,7 +135,8 @@ pub fn validate(
     let credentials = Credentials {
         username: read(&reference.username_key)?,
         password: read(&reference.password_key)?,
-        client_password,
+        client_password: generated.client,
+        stats_password: generated.stats,
     };
     Ok(Validated::new(rp, credentials))
 }

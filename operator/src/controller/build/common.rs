@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, Probe, SeccompProfile, SecurityContext,
-    ServiceAccount,
+    Capabilities, Container, ContainerPort, HTTPGetAction, PodSecurityContext, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -163,6 +164,22 @@ pub fn port(name: &str, number: i32) -> ContainerPort {
 }
 
 /// A container with the restricted security context; callers fill the rest.
+/// Requests and limits of a metrics sidecar: small, and bounded so that one cannot starve the
+/// container it watches.
+pub fn sidecar_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("10m".to_owned())),
+            ("memory".to_owned(), Quantity("32Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("100m".to_owned())),
+            ("memory".to_owned(), Quantity("64Mi".to_owned())),
+        ])),
+        ..Default::default()
+    }
+}
+
 pub fn container(name: &str, image: &str) -> Container {
     Container {
         name: name.to_owned(),

@@ -125,3 +125,5 @@ pub fn names(rp: &RiskPlatform) -> Names {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pgbouncer;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, Probe, Secret, SecretVolumeSource, Service,
     TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,11 +13,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
 use super::common::{self, BuildContext, Component, CONFIG_HASH_ANNOTATION};
-use super::workloads::service;
-use crate::controller::validate::{Validated, CLIENT_PASSWORD_KEY, DATABASE_PASSWORD_KEY, DATABASE_USERNAME_KEY};
+use super::workloads::{secret_env, service, value_env};
+use crate::controller::validate::{
+    Validated, CLIENT_PASSWORD_KEY, DATABASE_PASSWORD_KEY, DATABASE_USERNAME_KEY, STATS_PASSWORD_KEY,
+};
 
 /// PgBouncer's conventional port.
 pub const PORT: i32 = 6432;
+/// The PgBouncer exporter's conventional port.
+pub const EXPORTER_PORT: i32 = 9127;
 const CONFIG_DIR: &str = "/etc/pgbouncer";
 /// A sibling of the config directory, not inside it: ConfigMap volumes are mounted read-only, so
 /// the runtime cannot create a mount point in one (the local cluster's kubelet showed it).
@@ -50,6 +54,8 @@ pub fn replica_database(name: &str, n: usize) -> String {
 /// logs in to PostgreSQL as `server_user` with that user's password from the auth file, whoever
 /// the client is.
 pub fn ini(ctx: &BuildContext, server_user: &str) -> String {
+    let stats_users =
+        if has_exporter(ctx) { format!("stats_users = {}\n", stats_user(server_user)) } else { String::new() };
     let server_user = connstring_value(server_user);
     let pg = &ctx.rp.spec.pgbouncer;
     let db = &pg.database;
@@ -83,6 +89,7 @@ pub fn ini(ctx: &BuildContext, server_user: &str) -> String {
          default_pool_size = {pool}\n\
          reserve_pool_size = {reserve}\n\
          max_db_connections = {max_db}\n\
+         {stats_users}\
          ignore_startup_parameters = extra_float_digits\n\
          query_wait_timeout = {QUERY_WAIT_TIMEOUT_SECONDS}\n\
          server_login_retry = {SERVER_LOGIN_RETRY_SECONDS}\n\
@@ -119,6 +126,55 @@ pub fn client_user(database_user: &str) -> &'static str {
     }
 }
 
+/// The exporter's user at PgBouncer's admin console, read-only (`stats_users`): never the
+/// database user, which would then be allowed on the console.
+pub fn stats_user(database_user: &str) -> &'static str {
+    const STATS_USER: &str = "riskplatform-stats";
+    if database_user == STATS_USER {
+        "riskplatform-stats-exporter"
+    } else {
+        STATS_USER
+    }
+}
+
+/// PgBouncer 1.18 stops at once on SIGTERM, cutting every transaction in flight; SIGINT is its
+/// graceful stop (`PAUSE`, then `SHUTDOWN`: transactions finish first). Kubernetes stops a
+/// container with SIGTERM, so a shell runs PgBouncer and turns that into SIGINT. A shell rather
+/// than a preStop `kill -INT 1`: PgBouncer is not PID 1 where the pod shares the host's PID
+/// namespace, and the shell's exit status is PgBouncer's.
+fn graceful_command(ini: &str) -> Vec<String> {
+    let script = format!(
+        "pgbouncer {ini} & child=$!\n\
+         trap 'kill -INT \"$child\" 2>/dev/null' TERM INT\n\
+         while :; do wait \"$child\"; status=$?; kill -0 \"$child\" 2>/dev/null || exit \"$status\"; done\n"
+    );
+    vec!["/bin/sh".to_owned(), "-c".to_owned(), script]
+}
+
+fn has_exporter(ctx: &BuildContext) -> bool {
+    !ctx.rp.spec.pgbouncer.exporter_image.is_empty()
+}
+
+/// The metrics sidecar: the API image's `pgbouncer-exporter`, reading PgBouncer's admin console
+/// over the pod's loopback as the read-only stats user, on the port Prometheus scrapes by name.
+fn exporter(ctx: &BuildContext, database_user: &str) -> Option<Container> {
+    if !has_exporter(ctx) {
+        return None;
+    }
+    let mut c = common::container("exporter", &ctx.rp.spec.pgbouncer.exporter_image);
+    c.args = Some(vec!["pgbouncer-exporter".to_owned()]);
+    c.env = Some(vec![
+        value_env("PGBOUNCER_HOST", "127.0.0.1"),
+        value_env("PGBOUNCER_PORT", &PORT.to_string()),
+        value_env("PGBOUNCER_USER", stats_user(database_user)),
+        secret_env("PGBOUNCER_PASSWORD", &ctx.names.pgbouncer_auth, STATS_PASSWORD_KEY),
+        value_env("RISK_EXPORTER_LISTEN", &format!("0.0.0.0:{EXPORTER_PORT}")),
+    ]);
+    c.ports = Some(vec![common::port("metrics", EXPORTER_PORT)]);
+    c.resources = Some(common::sidecar_resources());
+    Some(c)
+}
+
 /// PgBouncer's userlist.txt format: `"user" "password"` per line, with `"` doubled inside values.
 fn userlist(users: &[(&str, &str)]) -> String {
     users.iter().map(|(u, p)| format!("\"{}\" \"{}\"\n", u.replace('"', "\"\""), p.replace('"', "\"\""))).collect()
@@ -129,11 +185,15 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
     let pg = &ctx.rp.spec.pgbouncer;
     let c = &validated.credentials;
     let ini = ini(ctx, &c.username);
-    let userlist = userlist(&[(&c.username, &c.password), (client_user(&c.username), &c.client_password)]);
+    let mut users = vec![(c.username.as_str(), c.password.as_str()), (client_user(&c.username), &c.client_password)];
+    if has_exporter(ctx) {
+        users.push((stats_user(&c.username), &c.stats_password));
+    }
+    let userlist = userlist(&users);
     let hash = common::config_hash(&[ini.as_bytes(), userlist.as_bytes()]);
 
     let mut container = common::container("pgbouncer", &pg.image);
-    container.command = Some(vec!["pgbouncer".to_owned(), format!("{CONFIG_DIR}/pgbouncer.ini")]);
+    container.command = Some(graceful_command(&format!("{CONFIG_DIR}/pgbouncer.ini")));
     container.ports = Some(vec![common::port("postgres", PORT)]);
     container.resources = Some(pg.resources.clone());
     let tcp = |initial, period| Probe {
@@ -174,7 +234,7 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
                     service_account_name: Some(names.platform.clone()),
                     automount_service_account_token: Some(false),
                     security_context: Some(common::restricted_pod_security(PGBOUNCER_UID)),
-                    containers: vec![container],
+                    containers: std::iter::once(container).chain(exporter(ctx, &c.username)).collect(),
                     volumes: Some(vec![
                         Volume {
                             name: "config".to_owned(),
@@ -214,6 +274,7 @@ pub fn build(ctx: &BuildContext, validated: &Validated) -> PgBouncerChildren {
             data: Some(BTreeMap::from([
                 ("userlist.txt".to_owned(), ByteString(userlist.into_bytes())),
                 (CLIENT_PASSWORD_KEY.to_owned(), ByteString(c.client_password.clone().into_bytes())),
+                (STATS_PASSWORD_KEY.to_owned(), ByteString(c.stats_password.clone().into_bytes())),
                 (DATABASE_USERNAME_KEY.to_owned(), ByteString(c.username.clone().into_bytes())),
                 (DATABASE_PASSWORD_KEY.to_owned(), ByteString(c.password.clone().into_bytes())),
             ])),

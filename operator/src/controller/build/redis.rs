@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, ExecAction, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use riskplatform_crd::RedisSnapshot;
@@ -79,17 +78,7 @@ fn exporter(ctx: &BuildContext) -> Option<Container> {
     }
     c.env = Some(env);
     c.ports = Some(vec![common::port("metrics", EXPORTER_PORT)]);
-    c.resources = Some(ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity("10m".to_owned())),
-            ("memory".to_owned(), Quantity("32Mi".to_owned())),
-        ])),
-        limits: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity("100m".to_owned())),
-            ("memory".to_owned(), Quantity("64Mi".to_owned())),
-        ])),
-        ..Default::default()
-    });
+    c.resources = Some(common::sidecar_resources());
     Some(c)
 }
 

@@ -8,30 +8,31 @@ use riskplatform_crd::RiskPlatform;
 use super::*;
 use crate::controller::validate::{Credentials, Validated};
 
-fn fixture(name: &str) -> RiskPlatform {
+pub(super) fn fixture(name: &str) -> RiskPlatform {
     let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
 }
 
-fn validated(password: &str) -> Validated {
+pub(super) fn validated(password: &str) -> Validated {
     Validated {
         credentials: Credentials {
             username: "risk".into(),
             password: password.into(),
             client_password: "c".repeat(64),
+            stats_password: "s".repeat(64),
         },
         // What the API and worker pods read at start: not the database password.
         credentials_hash: config_hash_of(&[b"risk", b"c"]),
     }
 }
 
-fn container<'a>(d: &'a Deployment, name: &str) -> &'a Container {
+pub(super) fn container<'a>(d: &'a Deployment, name: &str) -> &'a Container {
     let pod = d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec");
     pod.containers.iter().chain(pod.init_containers.iter().flatten()).find(|c| c.name == name).expect("container")
 }
 
-fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
+pub(super) fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
     c.env.iter().flatten().find(|e| e.name == name).unwrap_or_else(|| panic!("env {name} in {}", c.name))
 }
 
@@ -328,7 +329,14 @@ fn a_new_database_password_rolls_pgbouncer_only_and_the_pods_keep_their_own_logi
     assert_eq!((pw.name.as_str(), pw.key.as_str()), ("risk-pgbouncer-auth", "client-password"));
     let auth = after.pgbouncer_auth.data.as_ref().expect("data");
     let userlist = String::from_utf8(auth["userlist.txt"].0.clone()).expect("utf-8");
-    assert_eq!(userlist, format!("\"risk\" \"new\"\n\"riskplatform-app\" \"{}\"\n", "c".repeat(64)));
+    assert_eq!(
+        userlist,
+        format!(
+            "\"risk\" \"new\"\n\"riskplatform-app\" \"{}\"\n\"riskplatform-stats\" \"{}\"\n",
+            "c".repeat(64),
+            "s".repeat(64)
+        )
+    );
     assert_eq!(auth["client-password"].0, "c".repeat(64).into_bytes());
     // The migrations read the copy the operator handed out, so the same credentials as PgBouncer.
     assert_eq!(
@@ -351,16 +359,23 @@ fn a_database_user_named_like_the_pods_own_gets_them_another_name() {
 }
 
 #[test]
-fn the_pods_password_is_kept_once_generated() {
-    use crate::controller::validate::client_password;
-    let fresh = client_password(None);
-    assert_eq!(fresh.len(), 64);
-    assert_ne!(fresh, client_password(None), "random");
+fn the_generated_passwords_are_kept_once_generated() {
+    use crate::controller::validate::GeneratedPasswords;
+    let fresh = GeneratedPasswords::kept_or_new(None);
+    assert_eq!((fresh.client.len(), fresh.stats.len()), (64, 64));
+    assert_ne!(fresh.client, fresh.stats, "one password per user");
+    assert_ne!(fresh.client, GeneratedPasswords::kept_or_new(None).client, "random");
     let kept = k8s_openapi::api::core::v1::Secret {
-        data: Some([("client-password".to_owned(), k8s_openapi::ByteString(fresh.clone().into_bytes()))].into()),
+        data: Some(
+            [
+                ("client-password".to_owned(), k8s_openapi::ByteString(fresh.client.clone().into_bytes())),
+                ("stats-password".to_owned(), k8s_openapi::ByteString(fresh.stats.clone().into_bytes())),
+            ]
+            .into(),
+        ),
         ..Default::default()
     };
-    assert_eq!(client_password(Some(&kept)), fresh);
+    assert!(GeneratedPasswords::kept_or_new(Some(&kept)) == fresh);
 }
 
 #[test]
