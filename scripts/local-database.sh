@@ -28,9 +28,15 @@ bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 export KUBECONFIG="$dir/kube/kubeconfig"
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 
+# Only on this cluster's gateway, never on 127.0.0.1: two clusters (or a PostgreSQL left
+# running by an earlier one) would otherwise contend for the same loopback port.
 start_server() {
+  local holder
+  holder="$(ss -Hltnp "src $gateway:5432" 2>/dev/null || true)"
+  [ -z "$holder" ] || die "$gateway:5432 is already taken (a PostgreSQL of an earlier cluster left running?): $holder"
   as_postgres "$bin/pg_ctl" -D "$db/data" -l "$db/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1,$gateway -p 5432 -k $db" start >/dev/null
+    -o "-c listen_addresses=$gateway -p 5432 -k $db" start >/dev/null \
+    || die "PostgreSQL did not start; its log: $db/postgres.log"
 }
 
 up() {
@@ -48,7 +54,7 @@ up() {
 host all all 10.244.$index.0/24 scram-sha-256
 EOF
   start_server
-  PGPASSWORD="$(cat "$db/password")" psql -h 127.0.0.1 -p 5432 -U risk -d postgres -qc "CREATE DATABASE risk" \
+  PGPASSWORD="$(cat "$db/password")" psql -h "$gateway" -p 5432 -U risk -d postgres -qc "CREATE DATABASE risk" \
     || die "could not create the database risk"
 
   kubectl create namespace databases --dry-run=client -o yaml | kubectl apply --validate=false -f - >/dev/null
@@ -90,7 +96,7 @@ rotate() {
   [ -n "$db" ] || die "$dir has no database (run: $0 up $dir)"
   umask 077
   new="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
-  PGPASSWORD="$(cat "$db/password")" psql -h 127.0.0.1 -p 5432 -U risk -d postgres -v ON_ERROR_STOP=1 -q \
+  PGPASSWORD="$(cat "$db/password")" psql -h "$gateway" -p 5432 -U risk -d postgres -v ON_ERROR_STOP=1 -q \
     -v pw="$new" <<<"ALTER ROLE risk PASSWORD :'pw';" || die "could not change the password"
   printf '%s' "$new" >"$db/password.new"
   chown postgres:postgres "$db/password.new"

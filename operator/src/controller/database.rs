@@ -35,6 +35,12 @@ pub enum Unreachable {
         host: String,
         port: u16,
     },
+    /// Answered, but not as PostgreSQL does: another service on the port, or a proxy whose
+    /// backend went away mid-handshake.
+    NotPostgres {
+        host: String,
+        port: u16,
+    },
     TimedOut {
         host: String,
         port: u16,
@@ -65,6 +71,13 @@ impl Unreachable {
             Self::Reset { host, port } => (
                 "DatabaseUnreachable",
                 format!("database {host}:{port} closes every connection at once (is the server behind it down?)"),
+            ),
+            Self::NotPostgres { host, port } => (
+                "DatabaseUnreachable",
+                format!(
+                    "database {host}:{port} does not answer as PostgreSQL does (is the server behind it down, or is \
+                     another service listening there?)"
+                ),
             ),
             Self::TimedOut { host, port } => (
                 "DatabaseUnreachable",
@@ -109,6 +122,8 @@ pub fn classify(host: &str, port: u16, database: &str, username: &str, error: &s
             Unreachable::TimedOut { host: host.to_owned(), port }
         }
         sqlx::Error::Database(e) => from_sqlstate(host, port, database, username, e.code().as_deref(), e.message()),
+        // sqlx's text for these names its own source lines, which says nothing to a user.
+        sqlx::Error::Protocol(_) => Unreachable::NotPostgres { host: host.to_owned(), port },
         other => Unreachable::Other { host: host.to_owned(), port, detail: other.to_string() },
     }
 }
@@ -325,5 +340,21 @@ mod tests {
         drop(closed);
         let refused = check.check(&spec("127.0.0.1", i32::from(port)), &validated).await;
         assert_eq!(refused, Some(Unreachable::Refused { host: "127.0.0.1".into(), port }));
+
+        // Answers the SSL request with a byte PostgreSQL never sends, as the local cluster's
+        // Service proxy did with the database stopped behind it.
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = other.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            while let Ok((mut conn, _)) = other.accept().await {
+                let _ = conn.write_all(b"\0").await;
+            }
+        });
+        let garbled = check.check(&spec("127.0.0.1", i32::from(port)), &validated).await;
+        server.abort();
+        assert_eq!(garbled, Some(Unreachable::NotPostgres { host: "127.0.0.1".into(), port }));
+        let message = garbled.expect("problem").problem().message;
+        assert!(!message.contains("sqlx"), "no library internals in a status: {message}");
     }
 }
