@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::build::Children;
 use super::cache::{key, Caches};
-use super::drift;
+use super::{drift, replicas};
 use crate::error::{Error, Result};
 
 /// The one field manager of everything the reconciler writes.
@@ -69,13 +69,19 @@ where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await.map_err(|e| match e {
-        // An invalid child stays invalid however often it is sent: a permanent problem.
-        kube::Error::Api(status) if status.code == 422 => {
-            Error::ChildRejected { kind: K::kind(&()).into_owned(), name: name.to_owned(), message: status.message }
-        }
-        e => e.into(),
-    })
+    let mut applied = api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body)).await.map_err(
+        |e| match e {
+            // An invalid child stays invalid however often it is sent: a permanent problem.
+            kube::Error::Api(status) if status.code == 422 => {
+                Error::ChildRejected { kind: K::kind(&()).into_owned(), name: name.to_owned(), message: status.message }
+            }
+            e => e.into(),
+        },
+    )?;
+    // Trimmed as in the caches: a reconcile keeps the workloads it applied until its status is
+    // written, and a thousand converging at once held them with every manager's field set.
+    replicas::keep_replicas_claim(applied.meta_mut());
+    Ok(applied)
 }
 
 fn outcome<K: Resource>(before: Option<String>, applied: &K) -> Outcome {

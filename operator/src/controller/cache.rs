@@ -17,6 +17,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::NamespaceResourceScope;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -24,6 +25,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::replicas;
 use crate::error::Result;
 
 /// Label every child carries; the owned kinds are watched with it.
@@ -70,19 +72,20 @@ pub struct Feeds {
 pub fn start(client: &Client, namespace: Option<&str>) -> (Caches, Feeds) {
     let owned = || watcher::Config::default().labels(OWNED);
     let w = Watched { client, namespace };
-    // managedFields are dropped except on Deployments, where they say who owns spec.replicas:
-    // they are most of an object's size and nothing else reads them.
-    let (deployments, deployments_feed) = feed::<Deployment>(w.api(), owned(), false);
-    let (statefulsets, statefulsets_feed) = feed::<StatefulSet>(w.api(), owned(), true);
-    let (services, services_feed) = feed::<Service>(w.api(), owned(), true);
-    let (configmaps, configmaps_feed) = feed::<ConfigMap>(w.api(), owned(), true);
-    let (service_accounts, service_accounts_feed) = feed::<ServiceAccount>(w.api(), owned(), true);
-    let (pdbs, pdbs_feed) = feed::<PodDisruptionBudget>(w.api(), owned(), true);
-    let (roles, roles_feed) = feed::<Role>(w.api(), owned(), true);
-    let (role_bindings, role_bindings_feed) = feed::<RoleBinding>(w.api(), owned(), true);
-    let (hpas, hpas_feed) = feed::<HorizontalPodAutoscaler>(w.api(), watcher::Config::default(), true);
+    // managedFields are most of an object's size and nothing reads them, except on Deployments
+    // the autoscaler's claim on spec.replicas.
+    let strip = |meta: &mut ObjectMeta| meta.managed_fields = None;
+    let (deployments, deployments_feed) = feed::<Deployment>(w.api(), owned(), replicas::keep_replicas_claim);
+    let (statefulsets, statefulsets_feed) = feed::<StatefulSet>(w.api(), owned(), strip);
+    let (services, services_feed) = feed::<Service>(w.api(), owned(), strip);
+    let (configmaps, configmaps_feed) = feed::<ConfigMap>(w.api(), owned(), strip);
+    let (service_accounts, service_accounts_feed) = feed::<ServiceAccount>(w.api(), owned(), strip);
+    let (pdbs, pdbs_feed) = feed::<PodDisruptionBudget>(w.api(), owned(), strip);
+    let (roles, roles_feed) = feed::<Role>(w.api(), owned(), strip);
+    let (role_bindings, role_bindings_feed) = feed::<RoleBinding>(w.api(), owned(), strip);
+    let (hpas, hpas_feed) = feed::<HorizontalPodAutoscaler>(w.api(), watcher::Config::default(), strip);
     // All Secrets, for the credentials a spec names; metadata only, so no Secret's data is held.
-    let (secrets, secrets_feed) = feed::<PartialObjectMeta<Secret>>(w.api(), watcher::Config::default(), true);
+    let (secrets, secrets_feed) = feed::<PartialObjectMeta<Secret>>(w.api(), watcher::Config::default(), strip);
     let caches = Caches {
         deployments,
         statefulsets,
@@ -129,18 +132,14 @@ impl Watched<'_> {
     }
 }
 
-fn feed<K>(api: Api<K>, config: watcher::Config, strip_managed_fields: bool) -> (Store<K>, Feed<K>)
+fn feed<K>(api: Api<K>, config: watcher::Config, trim: fn(&mut ObjectMeta)) -> (Store<K>, Feed<K>)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(move |obj: &mut K| {
-            if strip_managed_fields {
-                obj.meta_mut().managed_fields = None;
-            }
-        })
+        .modify(move |obj: &mut K| trim(obj.meta_mut()))
         .reflect(writer)
         .touched_objects()
         .boxed();

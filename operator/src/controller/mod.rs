@@ -21,8 +21,8 @@ use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use riskplatform_crd::RiskPlatform;
 use serde_json::json;
@@ -44,8 +44,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
         return;
     };
     let platforms: Api<RiskPlatform> = ctx.api_all();
-    let controller = Controller::new(platforms, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // As Controller::new builds it, with managedFields dropped: nothing reads them from the
+    // store, and the status and spec field sets were most of each cached platform.
+    let (store, writer) = reflector::store();
+    let platform_feed = watcher(platforms, watcher::Config::default().any_semantic())
+        .modify(|rp: &mut RiskPlatform| rp.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(platform_feed, store.clone());
     let autoscaler =
         tokio::spawn(crate::autoscale::run(ctx.clone(), store.clone(), ctx.autoscale_interval, shutdown.clone()));
     let hpa_store = store.clone();

@@ -2,6 +2,7 @@
 //! sets the first value and keeps it inside the spec's bounds.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -13,11 +14,28 @@ pub const AUTOSCALER_MANAGER: &str = "riskplatform-autoscaler";
 
 /// Whether the autoscaler's field manager owns `spec.replicas` of `d`.
 pub fn autoscaler_owns_replicas(d: &Deployment) -> bool {
-    d.managed_fields().iter().any(|m| {
-        m.manager.as_deref() == Some(AUTOSCALER_MANAGER)
-            && m.operation.as_deref() == Some("Apply")
-            && m.fields_v1.as_ref().and_then(|f| f.0.get("f:spec")).and_then(|spec| spec.get("f:replicas")).is_some()
-    })
+    d.managed_fields().iter().any(claims_replicas)
+}
+
+fn claims_replicas(m: &ManagedFieldsEntry) -> bool {
+    m.manager.as_deref() == Some(AUTOSCALER_MANAGER)
+        && m.operation.as_deref() == Some("Apply")
+        && m.fields_v1.as_ref().and_then(|f| f.0.get("f:spec")).and_then(|spec| spec.get("f:replicas")).is_some()
+}
+
+/// Trims managedFields to what [`autoscaler_owns_replicas`] reads: the autoscaler's claim on
+/// `spec.replicas`. The other entries (the reconciler's covers the whole pod template, as a
+/// JSON tree) were most of a cached Deployment's memory.
+pub fn keep_replicas_claim(meta: &mut ObjectMeta) {
+    let claim = meta.managed_fields.take().unwrap_or_default().into_iter().find(claims_replicas);
+    meta.managed_fields = claim.map(|m| {
+        vec![ManagedFieldsEntry {
+            manager: m.manager,
+            operation: m.operation,
+            fields_v1: Some(FieldsV1(json!({ "f:spec": { "f:replicas": {} } }))),
+            ..Default::default()
+        }]
+    });
 }
 
 /// The replica count to set now, if any: the current count clamped into [min, max] when the
@@ -41,13 +59,14 @@ pub async fn set_replicas(client: &Client, namespace: &str, name: &str, replicas
         "metadata": { "name": name },
         "spec": { "replicas": replicas },
     });
-    Ok(api.patch(name, &PatchParams::apply(AUTOSCALER_MANAGER).force(), &Patch::Apply(&body)).await?)
+    let mut applied = api.patch(name, &PatchParams::apply(AUTOSCALER_MANAGER).force(), &Patch::Apply(&body)).await?;
+    keep_replicas_claim(&mut applied.metadata);
+    Ok(applied)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
     fn deployment(replicas: Option<i32>, manager: Option<&str>) -> Deployment {
         let mut d = Deployment {
@@ -88,5 +107,28 @@ mod tests {
     #[test]
     fn a_hand_scaled_deployment_is_taken_over_at_its_current_count() {
         assert_eq!(replicas_to_set(&deployment(Some(5), Some("kubectl")), 2, 20), Some(5));
+    }
+
+    #[test]
+    fn trimmed_managed_fields_tell_the_same_owner() {
+        let mut reconciler_only = deployment(Some(3), Some("riskplatform-operator"));
+        let mut both = deployment(Some(3), Some(AUTOSCALER_MANAGER));
+        both.metadata.managed_fields.get_or_insert_default().insert(
+            0,
+            ManagedFieldsEntry {
+                manager: Some("riskplatform-operator".to_owned()),
+                operation: Some("Apply".to_owned()),
+                fields_v1: Some(FieldsV1(json!({"f:spec": {"f:template": {"f:spec": {}}}}))),
+                ..Default::default()
+            },
+        );
+        let mut updated = deployment(Some(3), Some(AUTOSCALER_MANAGER));
+        updated.metadata.managed_fields.as_mut().unwrap()[0].operation = Some("Update".to_owned());
+        for (d, owned) in [(&mut reconciler_only, false), (&mut both, true), (&mut updated, false)] {
+            assert_eq!(autoscaler_owns_replicas(d), owned);
+            keep_replicas_claim(&mut d.metadata);
+            assert_eq!(autoscaler_owns_replicas(d), owned);
+            assert!(d.managed_fields().len() <= 1);
+        }
     }
 }
