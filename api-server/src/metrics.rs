@@ -167,8 +167,13 @@ pub async fn track(State(Tracking { metrics, slow_after }): State<Tracking>, req
         content_type = "application/openmetrics-text", body = String),
         (status = 500, description = "The registry could not be encoded", body = crate::error::ErrorBody)))]
 pub async fn serve(State(registry): State<Arc<Registry>>) -> Response {
+    encoded(&registry)
+}
+
+/// `registry` in the text exposition format, as a `/metrics` response.
+pub fn encoded(registry: &Registry) -> Response {
     let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &registry) {
+    match prometheus_client::encoding::text::encode(&mut out, registry) {
         Ok(()) => ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
         Err(e) => crate::error::ApiError::internal(anyhow::anyhow!("encoding metrics: {e}")).into_response(),
     }

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::collector::Collector;
@@ -227,11 +226,7 @@ async fn scrape(State(exporter): State<Arc<Exporter>>) -> Response {
         }
     };
     *exporter.collector.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &exporter.registry) {
-        Ok(()) => ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response(),
-        Err(e) => crate::error::ApiError::internal(anyhow::anyhow!("encoding metrics: {e}")).into_response(),
-    }
+    crate::metrics::encoded(&exporter.registry)
 }
 
 /// Serves `/metrics` on `args.listen` until `shutdown` resolves.
@@ -254,7 +249,7 @@ pub async fn run(
     let mut registry = Registry::default();
     registry.register_collector(Box::new(collector.clone()));
     let exporter = Arc::new(Exporter { options, timeout: Duration::from_millis(args.timeout_ms), collector, registry });
-    let app: Router = Router::<Arc<Exporter>>::new().route("/metrics", get(scrape)).with_state(exporter);
+    let app = Router::new().route("/metrics", get(scrape)).with_state(exporter);
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     info!(listen = %listener.local_addr()?, pgbouncer = %format!("{}:{}", args.host, args.port), "PgBouncer exporter listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;

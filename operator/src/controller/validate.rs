@@ -71,7 +71,7 @@ impl GeneratedPasswords {
 }
 
 /// The password under `key` of the owned auth Secret `auth`, else a new random one (244 bits).
-pub fn generated_password(auth: Option<&Secret>, key: &str) -> String {
+fn generated_password(auth: Option<&Secret>, key: &str) -> String {
     auth.and_then(|s| s.data.as_ref())
         .and_then(|d| d.get(key))
         .and_then(|v| String::from_utf8(v.0.clone()).ok())
