@@ -55,6 +55,10 @@ pub struct OperatorConfig {
     /// takes its credentials (a failure shows as Degraded); 0 turns the check off.
     #[arg(long, env = "RISK_OPERATOR_DATABASE_CHECK_SECONDS", default_value_t = 15)]
     pub database_check_seconds: u64,
+    /// Reconciles run at once; the others wait in the queue as a name, not as a reconcile that
+    /// holds its built children while it waits for the API server. 0 is unbounded.
+    #[arg(long, env = "RISK_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
+    pub max_concurrent_reconciles: u16,
     #[command(flatten)]
     pub leader: LeaderElectionConfig,
 }

@@ -29,6 +29,8 @@ pub struct Context {
     pub namespace: Option<String>,
     /// Time between two autoscaler evaluations.
     pub autoscale_interval: Duration,
+    /// Reconciles run at once (0: unbounded).
+    pub max_concurrent_reconciles: u16,
     /// The stores reconciles and the autoscaler read.
     pub caches: Caches,
     /// The autoscaler's state between status writes.
@@ -57,6 +59,7 @@ impl Context {
             backoff: Backoff::default(),
             namespace,
             autoscale_interval: Duration::from_secs(15),
+            max_concurrent_reconciles: 0,
         }
     }
 

@@ -48,6 +48,7 @@ pub async fn run_with_client(
         api_token_file,
         autoscale_interval_seconds,
         database_check_seconds,
+        max_concurrent_reconciles,
         ..
     } = config;
     let auth = rest::RestAuth::from_file(api_token_file.as_deref()).map_err(Error::Admin)?;
@@ -58,6 +59,7 @@ pub async fn run_with_client(
     context.autoscale_interval = std::time::Duration::from_secs(autoscale_interval_seconds.max(1));
     context.database_check = (database_check_seconds > 0)
         .then(|| controller::database::DatabaseCheck::new(std::time::Duration::from_secs(database_check_seconds)));
+    context.max_concurrent_reconciles = max_concurrent_reconciles;
     let ctx = Arc::new(context);
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -3,6 +3,11 @@
 use clap::Parser;
 use riskplatform_operator::config::{Cli, Command};
 
+// glibc's malloc kept the heap the first convergence of a large cluster grew to (490 MiB after
+// syncing 1,000 platforms whose live heap was about 300 MiB); jemalloc returns freed pages.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

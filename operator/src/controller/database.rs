@@ -3,10 +3,10 @@
 //! condition with its reason, so a platform pointed at a wrong host, a stopped server or a wrong
 //! password says so instead of showing only pods that never start. Results are kept for one
 //! interval per (host, port, database, credentials), so many platforms on one database cost one
-//! connection per interval.
+//! connection per interval, even when they are all reconciled at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use riskplatform_crd::{DatabaseSpec, RiskPlatform};
@@ -154,10 +154,14 @@ struct Target {
     credentials_hash: String,
 }
 
+/// One target's last result; its lock is held while the target is checked, so reconciles that
+/// ask meanwhile wait for that check instead of each starting its own.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Option<Unreachable>)>>>;
+
 /// The checks' results of the last interval.
 pub struct DatabaseCheck {
     pub interval: Duration,
-    results: Mutex<HashMap<Target, (Instant, Option<Unreachable>)>>,
+    results: Mutex<HashMap<Target, Slot>>,
 }
 
 impl DatabaseCheck {
@@ -177,19 +181,26 @@ impl DatabaseCheck {
                 validated.credentials.password.as_bytes(),
             ]),
         };
-        let now = Instant::now();
-        {
-            let results = self.results.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, result)) = results.get(&target) {
-                if now.duration_since(*at) < self.interval {
-                    return result.clone();
-                }
+        let slot = {
+            let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+            // Targets no platform asked for within an interval are forgotten (a slot being
+            // checked right now is kept: its lock is taken).
+            let interval = self.interval;
+            results.retain(|_, slot| {
+                slot.try_lock().map_or(true, |r| r.as_ref().is_some_and(|(at, _)| at.elapsed() < interval))
+            });
+            results.entry(target.clone()).or_default().clone()
+        };
+        // A thousand platforms reconciled at once after a start used to start a thousand
+        // checks, each resolving the host on a blocking thread of its own.
+        let mut last = slot.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < self.interval {
+                return result.clone();
             }
         }
         let result = connect(&target, validated).await;
-        let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
-        results.retain(|_, (at, _)| now.duration_since(*at) < self.interval);
-        results.insert(target, (now, result.clone()));
+        *last = Some((Instant::now(), result.clone()));
         result
     }
 
@@ -356,5 +367,40 @@ mod tests {
         assert_eq!(garbled, Some(Unreachable::NotPostgres { host: "127.0.0.1".into(), port }));
         let message = garbled.expect("problem").problem().message;
         assert!(!message.contains("sqlx"), "no library internals in a status: {message}");
+    }
+
+    #[tokio::test]
+    async fn platforms_checked_at_once_share_one_connection_to_their_database() {
+        let validated = Validated {
+            credentials: super::super::validate::Credentials {
+                username: "app".into(),
+                password: "secret".into(),
+                client_password: "c".into(),
+                stats_password: "s".into(),
+            },
+            credentials_hash: "h".into(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt as _;
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = conn.write_all(b"\0").await;
+            }
+        });
+        let check = DatabaseCheck::new(Duration::from_secs(60));
+        let spec = DatabaseSpec {
+            host: "127.0.0.1".into(),
+            port: i32::from(port),
+            name: "risk".into(),
+            read_replicas: vec![],
+        };
+        let results = futures::future::join_all((0..50).map(|_| check.check(&spec, &validated))).await;
+        server.abort();
+        assert!(results.iter().all(|r| matches!(r, Some(Unreachable::NotPostgres { .. }))), "{results:?}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one check for 50 platforms");
     }
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -110,6 +110,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 .map(|rp| ObjectRef::from_obj(rp.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .with_config(ControllerConfig::default().concurrency(ctx.max_concurrent_reconciles))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
@@ -166,14 +167,14 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
             warn!(error = %e, "platform cannot be deployed as specified");
             ctx.metrics.reconcile.set_failure(&e);
             let problem = Problem { reason: e.reason().to_owned(), message: e.to_string() };
-            ctx.publish(&rp, EventType::Warning, e.reason(), "Reconcile", e.to_string(), None).await;
+            ctx.publish(&rp, EventType::Warning, e.reason(), "Reconcile", e.to_string()).await;
             write_status(&ctx, &rp, &namespace, &Observed::default(), Some(&problem)).await?;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
     };
-    for a in result.applied.iter().filter(|a| a.outcome != Outcome::Unchanged) {
-        publish_applied(&ctx, &rp, a).await;
+    for (reason, note) in applied_events(&result.applied) {
+        ctx.publish(&rp, EventType::Normal, reason, "Apply", note).await;
     }
     let mut observed = result.observed;
     let scaling = &rp.spec.autoscaling;
@@ -203,7 +204,7 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
         }
     });
     if let Some(p) = competing.as_ref().filter(|p| !has_condition(&rp, p)) {
-        ctx.publish(&rp, EventType::Warning, &p.reason, "DetectAutoscaler", p.message.clone(), None).await;
+        ctx.publish(&rp, EventType::Warning, &p.reason, "DetectAutoscaler", p.message.clone()).await;
     }
 
     // The children are applied either way, so the platform comes up by itself once its
@@ -218,7 +219,7 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     };
     if let Some(p) = database.as_ref().filter(|p| !has_condition(&rp, p)) {
         warn!(reason = %p.reason, message = %p.message, "database check failed");
-        ctx.publish(&rp, EventType::Warning, &p.reason, "CheckDatabase", p.message.clone(), None).await;
+        ctx.publish(&rp, EventType::Warning, &p.reason, "CheckDatabase", p.message.clone()).await;
     }
 
     // status
@@ -231,19 +232,35 @@ pub async fn reconcile(rp: Arc<RiskPlatform>, ctx: Arc<Context>) -> Result<Actio
     Ok(Action::requeue(recheck))
 }
 
-async fn publish_applied(ctx: &Context, rp: &RiskPlatform, a: &Applied) {
-    let (reason, verb) = match a.outcome {
-        Outcome::Created => ("Created", "created"),
-        _ => ("Updated", "updated"),
-    };
-    // The child as secondary object keeps the recorder from folding all children into one series.
-    let child = ObjectReference {
-        kind: Some(a.kind.clone()),
-        name: Some(a.name.clone()),
-        namespace: rp.namespace(),
-        ..Default::default()
-    };
-    ctx.publish(rp, EventType::Normal, reason, "Apply", format!("{verb} {} {}", a.kind, a.name), Some(child)).await;
+/// Events.k8s.io caps a note at 1 kB; a longer list of children is cut at a name.
+const NOTE_LIMIT: usize = 1024;
+
+/// One Event per reconcile for the children it created and one for those it updated, each
+/// naming them. One per child was 16 Events for every new platform, most of the writes of a
+/// cluster's first convergence, and the recorder keeps each of them for six minutes.
+fn applied_events(applied: &[Applied]) -> Vec<(&'static str, String)> {
+    [(Outcome::Created, "Created", "created"), (Outcome::Updated, "Updated", "updated")]
+        .into_iter()
+        .filter_map(|(outcome, reason, verb)| {
+            let children: Vec<String> =
+                applied.iter().filter(|a| a.outcome == outcome).map(|a| format!("{} {}", a.kind, a.name)).collect();
+            (!children.is_empty()).then(|| (reason, bounded_note(verb, &children)))
+        })
+        .collect()
+}
+
+fn bounded_note(verb: &str, children: &[String]) -> String {
+    let mut note = format!("{verb} {}", children.join(", "));
+    if note.len() > NOTE_LIMIT {
+        let suffix = format!(" and others ({} in all)", children.len());
+        let mut cut = NOTE_LIMIT - suffix.len();
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(note[..cut].rfind(", ").unwrap_or(cut));
+        note.push_str(&suffix);
+    }
+    note
 }
 
 async fn write_status(
@@ -291,11 +308,50 @@ impl Context {
         reason: &str,
         action: &str,
         note: String,
-        secondary: Option<ObjectReference>,
     ) {
-        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary };
+        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, &rp.object_ref(&())).await {
             warn!(error = %e, "could not publish event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn applied(kind: &str, name: &str, outcome: Outcome) -> Applied {
+        Applied { kind: kind.into(), name: name.into(), outcome }
+    }
+
+    #[test]
+    fn a_reconcile_reports_its_created_and_its_updated_children_in_one_event_each() {
+        let events = applied_events(&[
+            applied("Deployment", "rp-api", Outcome::Created),
+            applied("Service", "rp-api", Outcome::Unchanged),
+            applied("ConfigMap", "rp-config", Outcome::Updated),
+            applied("Service", "rp-redis", Outcome::Created),
+        ]);
+        assert_eq!(
+            events,
+            [
+                ("Created", "created Deployment rp-api, Service rp-redis".to_owned()),
+                ("Updated", "updated ConfigMap rp-config".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reconcile_that_changed_nothing_publishes_no_event() {
+        assert!(applied_events(&[applied("Deployment", "rp-api", Outcome::Unchanged)]).is_empty());
+    }
+
+    #[test]
+    fn a_note_too_long_for_the_api_is_cut_at_a_name_and_says_how_many_there_were() {
+        let many: Vec<Applied> =
+            (0..100).map(|i| applied("Deployment", &format!("platform-{i}-api"), Outcome::Created)).collect();
+        let (_, note) = &applied_events(&many)[0];
+        assert!(note.len() <= NOTE_LIMIT, "{} bytes", note.len());
+        assert!(note.ends_with("api and others (100 in all)"), "{note}");
     }
 }
