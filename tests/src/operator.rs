@@ -32,6 +32,7 @@ impl RunningOperator {
             api_token_file: None,
             // The test cluster's platforms point at no database; tests that check one set it.
             database_check_seconds: 0,
+            max_concurrent_reconciles: 0,
             leader: LeaderElectionConfig {
                 enabled: true,
                 lease_name: "riskplatform-operator".to_owned(),

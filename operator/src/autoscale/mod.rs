@@ -152,6 +152,13 @@ pub async fn scale_platform(
             continue;
         }
         let Some(deployment) = ctx.caches.deployments.get(&key(&namespace, deployment_name)) else { continue };
+        let deployment = match deployment.object() {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(deployment = %deployment_name, error = %e, "cached Deployment does not decode");
+                continue;
+            }
+        };
         let observed = deployment_status(&deployment);
         let mut inputs = Inputs {
             current_replicas: deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),

@@ -147,7 +147,9 @@ async fn publish_configmap(
         data.insert(format!("{dependency}.reason"), s.reason.clone());
     }
     let name = configmap_name(&rp.name_any());
-    let published = ctx.caches.configmaps.get(&crate::controller::cache::key(namespace, &name));
+    // One that does not decode is applied again, which repairs it.
+    let published =
+        ctx.caches.configmaps.get(&crate::controller::cache::key(namespace, &name)).and_then(|cm| cm.object().ok());
     if published.is_some_and(|cm| cm.data.as_ref() == Some(&data) && cm.owner_references().contains(&owner)) {
         return Ok(());
     }

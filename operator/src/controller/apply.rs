@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::build::Children;
 use super::cache::{key, Caches};
+use super::compact::Compact;
 use super::{drift, replicas};
 use crate::error::{Error, Result};
 
@@ -45,7 +46,7 @@ fn body_of<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> Result<serde_j
 
 /// Applies `obj` unless `store` already holds it as desired; compares resourceVersions to tell
 /// a create or an update from a no-op.
-pub async fn apply<K>(client: &Client, namespace: &str, obj: &K, store: &Store<K>) -> Result<(K, Applied)>
+pub async fn apply<K>(client: &Client, namespace: &str, obj: &K, store: &Store<Compact<K>>) -> Result<(K, Applied)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -54,8 +55,8 @@ where
     let body = body_of(obj)?;
     let stored = store.get(&key(namespace, &name));
     if let Some(stored) = &stored {
-        if drift::is_subset(&body, &serde_json::to_value(&**stored).map_err(Error::Serialization)?) {
-            return Ok(((**stored).clone(), Applied { kind, name, outcome: Outcome::Unchanged }));
+        if drift::is_subset(&body, &stored.value()?) {
+            return Ok((stored.object()?, Applied { kind, name, outcome: Outcome::Unchanged }));
         }
     }
     let before = stored.and_then(|o| o.resource_version());
@@ -111,7 +112,12 @@ pub async fn apply_secret(client: &Client, namespace: &str, secret: &Secret, cac
 
 /// Deletes a child that the spec no longer asks for (e.g. Redis after switching to External),
 /// if the cache still shows it.
-pub async fn delete_if_present<K>(client: &Client, namespace: &str, name: &str, store: &Store<K>) -> Result<bool>
+pub async fn delete_if_present<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    store: &Store<Compact<K>>,
+) -> Result<bool>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {

@@ -1,5 +1,5 @@
-//! The controller's caches: one reflector store per owned kind and for HPAs, every Secret as
-//! metadata only, and the content of the credentials Secrets keyed by their resourceVersion.
+//! The controller's caches: one reflector store per owned kind (each object compact: typed
+//! metadata and JSON text) and for HPAs, every Secret as metadata only, and the content of the credentials Secrets keyed by their resourceVersion.
 //!
 //! One watch per kind feeds both a store and the controller's triggers; a reconcile reads the
 //! stores and sends no GET for a child, and GETs a credentials Secret only when its
@@ -25,6 +25,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::compact::Compact;
 use super::replicas;
 use crate::error::Result;
 
@@ -37,14 +38,14 @@ pub type Feed<K> = BoxStream<'static, std::result::Result<K, watcher::Error>>;
 /// The stores a reconcile and the autoscaler read.
 #[derive(Clone)]
 pub struct Caches {
-    pub deployments: Store<Deployment>,
-    pub statefulsets: Store<StatefulSet>,
-    pub services: Store<Service>,
-    pub configmaps: Store<ConfigMap>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub pdbs: Store<PodDisruptionBudget>,
-    pub roles: Store<Role>,
-    pub role_bindings: Store<RoleBinding>,
+    pub deployments: Store<Compact<Deployment>>,
+    pub statefulsets: Store<Compact<StatefulSet>>,
+    pub services: Store<Compact<Service>>,
+    pub configmaps: Store<Compact<ConfigMap>>,
+    pub service_accounts: Store<Compact<ServiceAccount>>,
+    pub pdbs: Store<Compact<PodDisruptionBudget>>,
+    pub roles: Store<Compact<Role>>,
+    pub role_bindings: Store<Compact<RoleBinding>>,
     pub hpas: Store<HorizontalPodAutoscaler>,
     /// Every Secret of the watched namespaces, without data.
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -55,14 +56,14 @@ pub struct Caches {
 /// The watch streams behind [`Caches`]; each must be polled (by the controller, or by
 /// [`Feeds::spawn`]) for its store to fill.
 pub struct Feeds {
-    pub deployments: Feed<Deployment>,
-    pub statefulsets: Feed<StatefulSet>,
-    pub services: Feed<Service>,
-    pub configmaps: Feed<ConfigMap>,
-    pub service_accounts: Feed<ServiceAccount>,
-    pub pdbs: Feed<PodDisruptionBudget>,
-    pub roles: Feed<Role>,
-    pub role_bindings: Feed<RoleBinding>,
+    pub deployments: Feed<Compact<Deployment>>,
+    pub statefulsets: Feed<Compact<StatefulSet>>,
+    pub services: Feed<Compact<Service>>,
+    pub configmaps: Feed<Compact<ConfigMap>>,
+    pub service_accounts: Feed<Compact<ServiceAccount>>,
+    pub pdbs: Feed<Compact<PodDisruptionBudget>>,
+    pub roles: Feed<Compact<Role>>,
+    pub role_bindings: Feed<Compact<RoleBinding>>,
     pub hpas: Feed<HorizontalPodAutoscaler>,
     pub secrets: Feed<PartialObjectMeta<Secret>>,
 }
@@ -75,14 +76,14 @@ pub fn start(client: &Client, namespace: Option<&str>) -> (Caches, Feeds) {
     // managedFields are most of an object's size and nothing reads them, except on Deployments
     // the autoscaler's claim on spec.replicas.
     let strip = |meta: &mut ObjectMeta| meta.managed_fields = None;
-    let (deployments, deployments_feed) = feed::<Deployment>(w.api(), owned(), replicas::keep_replicas_claim);
-    let (statefulsets, statefulsets_feed) = feed::<StatefulSet>(w.api(), owned(), strip);
-    let (services, services_feed) = feed::<Service>(w.api(), owned(), strip);
-    let (configmaps, configmaps_feed) = feed::<ConfigMap>(w.api(), owned(), strip);
-    let (service_accounts, service_accounts_feed) = feed::<ServiceAccount>(w.api(), owned(), strip);
-    let (pdbs, pdbs_feed) = feed::<PodDisruptionBudget>(w.api(), owned(), strip);
-    let (roles, roles_feed) = feed::<Role>(w.api(), owned(), strip);
-    let (role_bindings, role_bindings_feed) = feed::<RoleBinding>(w.api(), owned(), strip);
+    let (deployments, deployments_feed) = feed::<Compact<Deployment>>(w.api(), owned(), replicas::keep_replicas_claim);
+    let (statefulsets, statefulsets_feed) = feed::<Compact<StatefulSet>>(w.api(), owned(), strip);
+    let (services, services_feed) = feed::<Compact<Service>>(w.api(), owned(), strip);
+    let (configmaps, configmaps_feed) = feed::<Compact<ConfigMap>>(w.api(), owned(), strip);
+    let (service_accounts, service_accounts_feed) = feed::<Compact<ServiceAccount>>(w.api(), owned(), strip);
+    let (pdbs, pdbs_feed) = feed::<Compact<PodDisruptionBudget>>(w.api(), owned(), strip);
+    let (roles, roles_feed) = feed::<Compact<Role>>(w.api(), owned(), strip);
+    let (role_bindings, role_bindings_feed) = feed::<Compact<RoleBinding>>(w.api(), owned(), strip);
     let (hpas, hpas_feed) = feed::<HorizontalPodAutoscaler>(w.api(), watcher::Config::default(), strip);
     // All Secrets, for the credentials a spec names; metadata only, so no Secret's data is held.
     let (secrets, secrets_feed) = feed::<PartialObjectMeta<Secret>>(w.api(), watcher::Config::default(), strip);

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod build;
 pub mod cache;
+pub mod compact;
 pub mod database;
 pub mod drift;
 pub mod hpa;
