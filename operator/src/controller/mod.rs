@@ -23,7 +23,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{predicates, watcher, WatchStreamExt};
 use kube::{Api, Resource, ResourceExt};
 use riskplatform_crd::RiskPlatform;
 use serde_json::json;
@@ -51,7 +51,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     let platform_feed = watcher(platforms, watcher::Config::default().any_semantic())
         .modify(|rp: &mut RiskPlatform| rp.metadata.managed_fields = None)
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        // A reconcile follows the spec (and the children's and Secrets' own watches), not the
+        // status: at 1,000 platforms the autoscaler's status writes queued 1,000 reconciles per
+        // tick ahead of the platforms still converging.
+        .predicate_filter(predicates::generation, Default::default());
     let controller = Controller::for_stream(platform_feed, store.clone());
     let autoscaler =
         tokio::spawn(crate::autoscale::run(ctx.clone(), store.clone(), ctx.autoscale_interval, shutdown.clone()));
