@@ -83,9 +83,15 @@ pub struct ForecastSizing {
     /// Share of a pod's capacity it serves within the latency SLO (from the service's load test);
     /// the fleet is sized so the forecast's upper band runs pods at this share.
     pub max_utilisation: f64,
-    /// Headroom is this quantile of the forecast's recent relative errors: the share of horizons
-    /// whose peak the band should cover.
+    /// A scale-up sizes for the forecast plus this quantile of its recent signed errors in req/s
+    /// (the peak that followed minus the forecast): the share of horizons whose peak the band
+    /// should cover. Below 0.5 the band may lie under the forecast.
     pub error_quantile: f64,
+    /// A scale-down sizes for the forecast of the whole scale-down horizon plus this quantile of
+    /// its own signed errors (the peak of the horizon minus the forecast): pods removed now must
+    /// not be wanted back within it, so this is the share of scale-downs that are not undone.
+    #[serde(default = "preset_scale_down_quantile")]
+    pub scale_down_quantile: f64,
     /// Errors of the forecasts of this many seconds are scored; shorter history decides by the
     /// reactive demand rule.
     pub error_window_seconds: i64,
@@ -94,11 +100,15 @@ pub struct ForecastSizing {
     pub ramp_window_seconds: i64,
     /// After the ramp path fired, nothing is scaled down for this long.
     pub ramp_hold_seconds: i64,
-    /// A scale-down sizes for the highest upper band of this window.
+    /// A scale-down sizes for the highest scale-down band of this window.
     pub stabilisation_window_seconds: i64,
     /// A scale-down also covers the band of a forecast this far ahead, scored on its own errors:
     /// the fleet left must hold for this long, or the next scale-up undoes the scale-down (a flap).
     pub scale_down_horizon_seconds: i64,
+}
+
+fn preset_scale_down_quantile() -> f64 {
+    ForecastSizing::PRESET.scale_down_quantile
 }
 
 impl ForecastSizing {
@@ -111,6 +121,7 @@ impl ForecastSizing {
         horizon_seconds: 75,
         max_utilisation: 0.8,
         error_quantile: 0.99,
+        scale_down_quantile: 0.9,
         error_window_seconds: 7200,
         ramp_window_seconds: 60,
         ramp_hold_seconds: 300,
