@@ -15,7 +15,7 @@
 //! Too little recent history to score the forecast returns None: the reactive demand rule decides.
 
 use crate::config::ForecastSizing;
-use crate::forecast::{point, quantile, History, Indexed, LEVEL_SECONDS};
+use crate::forecast::{point, quantile, History, Indexed, Seasonality, LEVEL_SECONDS};
 use crate::signal::{window, Reading};
 use crate::state::{Driver, ForecastRecord};
 
@@ -50,6 +50,26 @@ fn projection(recent: &Indexed, now: i64, window_seconds: i64, horizon: i64) -> 
     Some(newest + slope.max(0.0) * horizon as f64)
 }
 
+/// The forecast at `at` of the rate `horizon` later: the seasonal point forecast plus, with a rise
+/// window, the level's measured rise over that window carried on to the horizon (never down: a
+/// fall is left to the stabilised scale-down).
+fn forecast_at(
+    f: &ForecastSizing,
+    recent: &Indexed,
+    history: &History,
+    at: i64,
+    horizon: i64,
+) -> Option<(f64, Seasonality)> {
+    let (p, seasonality) = point(recent, history, at, horizon)?;
+    let w = f.rise_window_seconds;
+    if w <= 0 {
+        return Some((p, seasonality));
+    }
+    let level = |t: i64| recent.mean(t - LEVEL_SECONDS, t);
+    let slope = (level(at)? - level(at - w)?) / w as f64;
+    Some((p + slope.max(0.0) * (horizon + LEVEL_SECONDS / 2) as f64, seasonality))
+}
+
 /// The signed errors in req/s of the forecasts `horizon` ahead made over the error window, each
 /// scored against the peak of the last `covers` seconds of the horizon that followed it (for a
 /// scale-up the seconds it is the last decision able to serve, for a scale-down the whole horizon
@@ -65,7 +85,7 @@ fn errors(
         .times(now - f.error_window_seconds - horizon, now - horizon)
         .filter_map(|s| {
             let actual = recent.peak_after(s + horizon - covers, s + horizon)?;
-            Some(actual - point(recent, history, s, horizon)?.0)
+            Some(actual - forecast_at(f, recent, history, s, horizon)?.0)
         })
         .collect()
 }
@@ -96,14 +116,14 @@ pub(super) fn rule(
     // interval. The band is absolute (req/s): the noise of a rate does not shrink with its level
     // the way a relative band assumes, and near zero a relative one is meaningless.
     let q = quantile(&mut errors(f, &recent, &history, now, (h, LAST_CHANCE_SECONDS)), f.error_quantile)?;
-    let (forecast, seasonality) = point(&recent, &history, now, h)?;
+    let (forecast, seasonality) = forecast_at(f, &recent, &history, now, h)?;
     let band = (forecast + q).max(0.0);
     // Pods removed now are gone at once and a replacement serves only a start-up later: a fleet
     // scaled down must serve every second of the scale-down horizon, at the share of such
     // horizons the scale-down quantile asks for, or the next scale-up undoes it (a flap). That
     // band is also what the noise of the rate explains: only a rate heading above it is a ramp.
     let qd = quantile(&mut errors(f, &recent, &history, now, (d, d)), f.scale_down_quantile)?;
-    let (ahead, _) = point(&recent, &history, now, d)?;
+    let (ahead, _) = forecast_at(f, &recent, &history, now, d)?;
     let hold = (ahead + qd).max(band);
     let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);
     let ramp = projected > hold;
@@ -133,7 +153,7 @@ pub(super) fn rule(
         let w = f.stabilisation_window_seconds;
         let peak = recent
             .times(now - w, now)
-            .filter_map(|s| point(&recent, &history, s, d))
+            .filter_map(|s| forecast_at(f, &recent, &history, s, d))
             .map(|(p, _)| p + qd)
             .fold(hold, f64::max);
         let down = pods_for(peak);

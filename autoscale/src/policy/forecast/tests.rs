@@ -21,6 +21,7 @@ const SIZING: ForecastSizing = ForecastSizing {
     ramp_window_seconds: 60,
     ramp_hold_seconds: 300,
     stabilisation_window_seconds: 600,
+    rise_window_seconds: 0,
     ..ForecastSizing::PRESET
 };
 
@@ -42,9 +43,9 @@ fn recent(seconds: i64, f: impl Fn(i64) -> f64) -> Reading {
     Reading::Series((0..=seconds / 15).map(|i| (NOW - seconds + i * 15, f(seconds - i * 15))).collect())
 }
 
-/// Two hours and a bit of samples: enough to score the forecast.
+/// Two hours and a bit of samples: enough to score the forecast, also with a 120 s rise window.
 fn scored(f: impl Fn(i64) -> f64) -> Reading {
-    recent(SIZING.recent_seconds(), f)
+    recent(SIZING.recent_seconds() + 120, f)
 }
 
 /// A minute-step history of `days` days before NOW, valued by `f(seconds before NOW)`.
@@ -221,6 +222,22 @@ fn the_quantiles_of_the_signed_errors_size_scale_up_and_scale_down_apart() {
             reason: "forecast 2640/s -240/s = 2400/s",
         }],
     );
+}
+
+#[test]
+fn a_rate_rising_over_the_rise_window_is_forecast_along_its_rise_and_a_falling_one_is_not() {
+    let rising = with(ForecastSizing { rise_window_seconds: 120, ..SIZING });
+    // 1 req/s more every second for the last 10 minutes: the level lags the horizon by 90 s.
+    let ramp = |ago: i64| 1200.0 + (600 - ago.min(600)) as f64;
+    let fall = |ago: i64| 1200.0 + ago.min(600) as f64;
+    let forecast = |config: &PolicyConfig, f: &dyn Fn(i64) -> f64| {
+        let d = decide(config, Component::Api, &inputs(scored(f), None, 10), &state(), NOW).0;
+        d.forecast.and_then(|r| r.forecast_rps).expect("a forecast")
+    };
+    let (flat, along) = (forecast(&config(), &ramp), forecast(&rising, &ramp));
+    assert_eq!(flat, 1785.0, "the level: the mean of the last 30 s");
+    assert_eq!(along, 1785.0 + 90.0, "the rise of 1 req/s carried on over the horizon and the level's lag");
+    assert_eq!(forecast(&rising, &fall), forecast(&config(), &fall), "a fall is left to the scale-down");
 }
 
 #[test]
