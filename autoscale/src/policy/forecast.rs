@@ -1,7 +1,8 @@
 //! Forecast sizing of the API: pods for the upper edge of the forecast's error band, a ramp path
 //! for load that leaves what the noise explains, and a scale-down sized for the horizon after it.
 //!
-//! - Forecast: the rate `horizon` ahead (`crate::forecast::point`) plus the `error_quantile` of the
+//! - Forecast: the rate `horizon` ahead (`crate::forecast::point`, plus the level's rise over the
+//!   rise window carried on to the horizon) plus the `error_quantile` of the
 //!   signed errors in req/s of the forecasts made over the error window, each scored against the
 //!   peak of the last interval of its horizon. Only under-forecasts widen the band; a smooth trace
 //!   gets a narrow one and runs lean, a noisy one a wide one.
