@@ -57,7 +57,8 @@ pub struct ForecastRecord {
     /// Upper edge of the error band around the forecast (req/s): what the fleet is sized for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_rps: Option<f64>,
-    /// The measured relative error quantile that set the band (0.25: the forecast plus 25 %).
+    /// The measured error quantile that set the band, in req/s added to the forecast (negative when
+    /// the forecast mostly overshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_quantile: Option<f64>,
     /// The ramp path's projection of the rate over the horizon (req/s).

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.horizonSeconds > 0 && self.scaleDownHorizonSeconds > 0 && self.rampWindowSeconds > 0 && self.rampHoldSeconds >= 0").message("autoscaling.forecast: horizons and the ramp window must be positive, the ramp hold not negative"),
-    validation = Rule::new("0.0 < self.maxUtilisation && self.maxUtilisation <= 1.0 && 0.5 <= self.errorQuantile && self.errorQuantile < 1.0").message("autoscaling.forecast: maxUtilisation must lie in (0, 1] and errorQuantile in [0.5, 1)"),
+    validation = Rule::new("self.horizonSeconds > 0 && self.scaleDownHorizonSeconds > 0 && self.rampWindowSeconds > 0 && self.rampHoldSeconds >= 0 && self.riseWindowSeconds >= 0").message("autoscaling.forecast: horizons and the ramp window must be positive, the ramp hold and the rise window not negative"),
+    validation = Rule::new("0.0 < self.maxUtilisation && self.maxUtilisation <= 1.0 && 0.0 < self.errorQuantile && self.errorQuantile < 1.0 && 0.0 < self.scaleDownQuantile && self.scaleDownQuantile < 1.0").message("autoscaling.forecast: maxUtilisation must lie in (0, 1], errorQuantile and scaleDownQuantile in (0, 1)"),
     validation = Rule::new("self.errorWindowSeconds >= 600 && self.errorWindowSeconds <= 86400 && self.stabilisationWindowSeconds > 0 && self.stabilisationWindowSeconds <= self.errorWindowSeconds").message("autoscaling.forecast: errorWindowSeconds must lie in [600, 86400] and stabilisationWindowSeconds in (0, errorWindowSeconds]")
 )]
 pub struct ForecastSpec {
@@ -20,9 +20,17 @@ pub struct ForecastSpec {
     /// Share of a pod's capacity it serves within the latency SLO (from a load test).
     #[serde(default = "forecast_max_utilisation")]
     pub max_utilisation: f64,
-    /// Quantile of the forecast's recent relative errors that sizes the headroom.
+    /// Quantile of the forecast's recent signed errors (req/s) added to a scale-up's forecast.
     #[serde(default = "forecast_error_quantile")]
     pub error_quantile: f64,
+    /// Quantile of the scale-down horizon's forecast errors (req/s) the fleet left keeps: the
+    /// share of scale-downs not undone within that horizon.
+    #[serde(default = "forecast_scale_down_quantile")]
+    pub scale_down_quantile: f64,
+    /// Seconds over which the forecast measures the rate's rise and carries it on to the horizon
+    /// (0: no rise).
+    #[serde(default = "forecast_rise_window")]
+    pub rise_window_seconds: i64,
     /// Seconds of past forecasts whose errors are scored (at most a day: the operator reads them
     /// at full resolution).
     #[serde(default = "forecast_error_window")]
@@ -48,6 +56,8 @@ impl ForecastSpec {
             horizon_seconds: self.horizon_seconds,
             max_utilisation: self.max_utilisation,
             error_quantile: self.error_quantile,
+            scale_down_quantile: self.scale_down_quantile,
+            rise_window_seconds: self.rise_window_seconds,
             error_window_seconds: self.error_window_seconds,
             ramp_window_seconds: self.ramp_window_seconds,
             ramp_hold_seconds: self.ramp_hold_seconds,
@@ -65,6 +75,12 @@ fn forecast_max_utilisation() -> f64 {
 }
 fn forecast_error_quantile() -> f64 {
     ForecastSizing::PRESET.error_quantile
+}
+fn forecast_scale_down_quantile() -> f64 {
+    ForecastSizing::PRESET.scale_down_quantile
+}
+fn forecast_rise_window() -> i64 {
+    ForecastSizing::PRESET.rise_window_seconds
 }
 fn forecast_error_window() -> i64 {
     ForecastSizing::PRESET.error_window_seconds

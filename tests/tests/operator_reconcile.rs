@@ -308,7 +308,7 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
         ),
         (
             json!({"autoscaling": {"demand": {}, "forecast": {"errorQuantile": 1.0}}}),
-            "autoscaling.forecast: maxUtilisation must lie in (0, 1] and errorQuantile in [0.5, 1)",
+            "autoscaling.forecast: maxUtilisation must lie in (0, 1], errorQuantile and scaleDownQuantile in (0, 1)",
         ),
         (
             json!({"circuitBreaker": {"failureRatePercent": 101}}),

@@ -51,21 +51,6 @@ fn a_one_off_event_a_day_earlier_moves_the_forecast_by_at_most_a_factor_of_two()
 }
 
 #[test]
-fn errors_are_relative_to_the_forecast_but_never_to_less_than_the_floor() {
-    let cases = [
-        // (actual, forecast, floor, want)
-        (1200.0, 1000.0, 240.0, 0.2),
-        (800.0, 1000.0, 240.0, -0.2),
-        (60.0, 10.0, 240.0, 50.0 / 240.0),
-    ];
-    for (actual, forecast, floor, want) in cases {
-        assert!((relative_error(actual, forecast, floor) - want).abs() < 1e-12, "{actual} vs {forecast}");
-    }
-    assert_eq!(upper(1000.0, 0.2, 240.0), 1200.0);
-    assert_eq!(upper(10.0, 0.5, 240.0), 130.0, "near zero the band is a share of one pod");
-}
-
-#[test]
 fn the_quantile_is_the_nearest_rank() {
     let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
     assert_eq!(quantile(&mut v, 0.99), Some(99.0));

@@ -1,19 +1,22 @@
 //! Forecast sizing of the API: pods for the upper edge of the forecast's error band, a ramp path
-//! for load that leaves the band, and a stabilised scale-down.
+//! for load that leaves what the noise explains, and a scale-down sized for the horizon after it.
 //!
-//! - Forecast: the rate `horizon` ahead (`crate::forecast::point`), its band from the quantile of
-//!   the relative errors of the forecasts made over the error window, each scored against the
-//!   peak that followed it. A smooth trace gets a narrow band and runs lean, a noisy one a wide one.
+//! - Forecast: the rate `horizon` ahead (`crate::forecast::point`, plus the level's rise over the
+//!   rise window carried on to the horizon) plus the `error_quantile` of the
+//!   signed errors in req/s of the forecasts made over the error window, each scored against the
+//!   peak of the last interval of its horizon. Only under-forecasts widen the band; a smooth trace
+//!   gets a narrow one and runs lean, a noisy one a wide one.
+//! - Scale-down: to the forecast of the whole scale-down horizon plus the `scale_down_quantile` of
+//!   its own errors (scored against the peak of that horizon), the highest of the stabilisation
+//!   window: the fleet left holds that long at that share, so it is rarely wanted back (a flap).
 //! - Ramp (Knative's panic window): when the rate projected along its slope over the ramp window
-//!   leaves the band, the projection sizes the fleet at once, and nothing is scaled down until
-//!   `ramp_hold_seconds` after the ramp was last seen.
-//! - Scale-down: to the highest upper band of the stabilisation window, so capacity goes only
-//!   after the band stayed low that long.
+//!   leaves the scale-down band, which covers the noise of the horizon, the projection sizes the
+//!   fleet at once, and nothing is scaled down until `ramp_hold_seconds` after it was last seen.
 //!
 //! Too little recent history to score the forecast returns None: the reactive demand rule decides.
 
 use crate::config::ForecastSizing;
-use crate::forecast::{point, quantile, relative_error, upper, History, Indexed, LEVEL_SECONDS};
+use crate::forecast::{point, quantile, History, Indexed, Seasonality, LEVEL_SECONDS};
 use crate::signal::{window, Reading};
 use crate::state::{Driver, ForecastRecord};
 
@@ -48,25 +51,44 @@ fn projection(recent: &Indexed, now: i64, window_seconds: i64, horizon: i64) -> 
     Some(newest + slope.max(0.0) * horizon as f64)
 }
 
-/// The `error_quantile` of the relative errors of the forecasts `horizon` ahead made over the
-/// error window, each scored against the peak of the last `covers` seconds of the horizon that
-/// followed it (the seconds the decision is the last one able to serve).
-fn error_quantile(
+/// The forecast at `at` of the rate `horizon` later: the seasonal point forecast plus, with a rise
+/// window, the level's measured rise over that window carried on to the horizon (never down: a
+/// fall is left to the stabilised scale-down).
+fn forecast_at(
+    f: &ForecastSizing,
+    recent: &Indexed,
+    history: &History,
+    at: i64,
+    horizon: i64,
+) -> Option<(f64, Seasonality)> {
+    let (p, seasonality) = point(recent, history, at, horizon)?;
+    let w = f.rise_window_seconds;
+    if w <= 0 {
+        return Some((p, seasonality));
+    }
+    let level = |t: i64| recent.mean(t - LEVEL_SECONDS, t);
+    let slope = (level(at)? - level(at - w)?) / w as f64;
+    Some((p + slope.max(0.0) * (horizon + LEVEL_SECONDS / 2) as f64, seasonality))
+}
+
+/// The signed errors in req/s of the forecasts `horizon` ahead made over the error window, each
+/// scored against the peak of the last `covers` seconds of the horizon that followed it (for a
+/// scale-up the seconds it is the last decision able to serve, for a scale-down the whole horizon
+/// the fleet left must hold): positive when the forecast fell short.
+fn errors(
     f: &ForecastSizing,
     recent: &Indexed,
     history: &History,
     now: i64,
     (horizon, covers): (i64, i64),
-    floor: f64,
-) -> Option<f64> {
-    let mut errors: Vec<f64> = recent
+) -> Vec<f64> {
+    recent
         .times(now - f.error_window_seconds - horizon, now - horizon)
         .filter_map(|s| {
             let actual = recent.peak_after(s + horizon - covers, s + horizon)?;
-            Some(relative_error(actual, point(recent, history, s, horizon)?.0, floor))
+            Some(actual - forecast_at(f, recent, history, s, horizon)?.0)
         })
-        .collect();
-    quantile(&mut errors, f.error_quantile)
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -88,18 +110,24 @@ pub(super) fn rule(
     // or the stabilisation window.
     let from = now - (f.error_window_seconds + h.max(d)).max(f.stabilisation_window_seconds);
     let (recent, history) = (Indexed::new(samples), History::new(past(history, now), from, now, h.max(d)));
-    // One pod's SLO capacity: below it a relative error measures noise the minimum fleet absorbs.
-    let floor = capacity * f.max_utilisation;
-    let pods_for = |rate: f64| super::demand::pods_for(rate, capacity, f.max_utilisation);
+    let pods_for = |rate: f64| super::demand::pods_for(rate.max(0.0), capacity, f.max_utilisation);
 
     // A pod asked for now serves only from the start-up on, and the next evaluation can ask for
     // more that serve one interval later: this decision alone must serve the horizon's last
-    // interval.
-    let q = error_quantile(f, &recent, &history, now, (h, LAST_CHANCE_SECONDS), floor)?;
-    let (forecast, seasonality) = point(&recent, &history, now, h)?;
-    let band = upper(forecast, q, floor);
+    // interval. The band is absolute (req/s): the noise of a rate does not shrink with its level
+    // the way a relative band assumes, and near zero a relative one is meaningless.
+    let q = quantile(&mut errors(f, &recent, &history, now, (h, LAST_CHANCE_SECONDS)), f.error_quantile)?;
+    let (forecast, seasonality) = forecast_at(f, &recent, &history, now, h)?;
+    let band = (forecast + q).max(0.0);
+    // Pods removed now are gone at once and a replacement serves only a start-up later: a fleet
+    // scaled down must serve every second of the scale-down horizon, at the share of such
+    // horizons the scale-down quantile asks for, or the next scale-up undoes it (a flap). That
+    // band is also what the noise of the rate explains: only a rate heading above it is a ramp.
+    let qd = quantile(&mut errors(f, &recent, &history, now, (d, d)), f.scale_down_quantile)?;
+    let (ahead, _) = forecast_at(f, &recent, &history, now, d)?;
+    let hold = (ahead + qd).max(band);
     let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);
-    let ramp = projected > band;
+    let ramp = projected > hold;
     let ramp_until = if ramp { Some(now + f.ramp_hold_seconds) } else { ramp_until };
     let mut record = ForecastRecord {
         driver: Driver::Forecast,
@@ -110,18 +138,14 @@ pub(super) fn rule(
         seasonality,
     };
     let by_forecast = pods_for(band);
-    let by_ramp = if ramp { pods_for(upper(projected, q.max(0.0), floor)) } else { 0 };
-    let pct = q * 100.0;
+    let by_ramp = if ramp { pods_for(projected + q.max(0.0)) } else { 0 };
     let up = by_forecast.max(by_ramp);
     let want = if up > current {
         if by_ramp > by_forecast {
             record.driver = Driver::Ramp;
-            Want::Up(format!("ramp: rate heading to {projected:.0}/s, above the band {band:.0}/s, needs {up} pods"), up)
+            Want::Up(format!("ramp: rate heading to {projected:.0}/s, above the band {hold:.0}/s, needs {up} pods"), up)
         } else {
-            Want::Up(
-                format!("forecast {forecast:.0}/s {pct:+.0} % = {band:.0}/s needs {up} pods of {capacity:.0}/s"),
-                up,
-            )
+            Want::Up(format!("forecast {forecast:.0}/s {q:+.0}/s = {band:.0}/s needs {up} pods of {capacity:.0}/s"), up)
         }
     } else if let Some(left) = ramp_until.map(|until| until - now).filter(|left| *left > 0) {
         record.driver = Driver::Ramp;
@@ -130,24 +154,17 @@ pub(super) fn rule(
         let w = f.stabilisation_window_seconds;
         let peak = recent
             .times(now - w, now)
-            .filter_map(|s| point(&recent, &history, s, h))
-            .map(|(p, _)| upper(p, q, floor))
-            .fold(band, f64::max);
-        // Pods removed now are gone at once: the fleet left must serve every second until a
-        // scale-up could replace them.
-        let ahead = error_quantile(f, &recent, &history, now, (d, d), floor)
-            .zip(point(&recent, &history, now, d))
-            .map_or(f64::INFINITY, |(qd, (p, _))| upper(p, qd, floor));
-        let down = pods_for(peak.max(ahead));
+            .filter_map(|s| forecast_at(f, &recent, &history, s, d))
+            .map(|(p, _)| p + qd)
+            .fold(hold, f64::max);
+        let down = pods_for(peak);
         if down < current {
             Want::Down(
-                format!(
-                    "highest band of the last {w} s {peak:.0}/s and of the next {d} s {ahead:.0}/s need {down} pods"
-                ),
+                format!("highest band of the next {d} s over the last {w} s {peak:.0}/s needs {down} pods"),
                 down,
             )
         } else {
-            Want::Hold(format!("forecast {forecast:.0}/s {pct:+.0} % = {band:.0}/s within {current} pods"))
+            Want::Hold(format!("forecast {forecast:.0}/s {q:+.0}/s = {band:.0}/s within {current} pods"))
         }
     };
     Some(Verdict { want, record, ramp_until })

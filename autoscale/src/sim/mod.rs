@@ -70,8 +70,29 @@ pub struct SimulateArgs {
     /// Only these policies (comma separated names, e.g. `riskplatform,hpa@0.7`).
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
+    /// Forecast sizing settings of the `riskplatform` run that differ from the preset, as a JSON
+    /// object of `ForecastSizing` fields (e.g. `{"error_quantile": 0.9}`): for sweeps.
+    #[arg(long)]
+    pub riskplatform_forecast: Option<String>,
     #[command(flatten)]
     pub model: Model,
+}
+
+/// The preset's forecast sizing with the fields of the JSON object `overrides` replaced.
+fn forecast_with(overrides: &str) -> Result<crate::config::ForecastSizing, SimError> {
+    let mut sizing = serde_json::to_value(crate::config::ForecastSizing::PRESET)?;
+    let serde_json::Value::Object(changes) = serde_json::from_str(overrides)? else {
+        return Err(SimError::InvalidArgument(format!(
+            "--riskplatform-forecast must be a JSON object, got {overrides}"
+        )));
+    };
+    for (field, value) in changes {
+        match sizing.get_mut(&field) {
+            Some(slot) => *slot = value,
+            None => return Err(SimError::InvalidArgument(format!("--riskplatform-forecast: no field {field}"))),
+        }
+    }
+    Ok(serde_json::from_value(sizing)?)
 }
 
 /// `config` with the API bounds of `model`, so every policy is held to the same fleet limits.
@@ -82,10 +103,10 @@ fn bounded(config: PolicyConfig, model: &Model) -> PolicyConfig {
 }
 
 /// Every policy compared, in report order (the oracle, computed apart, comes first).
-pub fn all_policies(model: &Model) -> Vec<Box<dyn Scaler>> {
+pub fn all_policies(model: &Model, riskplatform: PolicyConfig) -> Vec<Box<dyn Scaler>> {
     let (min, max) = (model.min_replicas, model.max_replicas);
     let mut out: Vec<Box<dyn Scaler>> = vec![
-        Box::new(PolicyScaler::new("riskplatform", bounded(PolicyConfig::riskplatform(), model))),
+        Box::new(PolicyScaler::new("riskplatform", bounded(riskplatform, model))),
         Box::new(PolicyScaler::new("seed", bounded(PolicyConfig::seed_defaults(), model))),
     ];
     for target in [0.5, 0.6, 0.7, 0.8] {
@@ -111,11 +132,15 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
     let rows = trace::parse(&text, &args.trace)?;
     let rps = trace::window(&rows, args.start_minute, args.minutes, args.peak_rps)?;
     let model = args.model;
-    let mut policies = all_policies(&model);
+    let mut riskplatform = PolicyConfig::riskplatform();
+    if let Some(overrides) = &args.riskplatform_forecast {
+        riskplatform.forecast = Some(forecast_with(overrides)?);
+    }
+    let mut policies = all_policies(&model, riskplatform.clone());
     if !args.policies.is_empty() {
         policies.retain(|p| args.policies.contains(&p.name()));
         if policies.is_empty() {
-            let known: Vec<String> = all_policies(&model).iter().map(|p| p.name()).collect();
+            let known: Vec<String> = all_policies(&model, riskplatform).iter().map(|p| p.name()).collect();
             return Err(SimError::InvalidArgument(format!(
                 "no such policy in {:?}; known: {}",
                 args.policies,
@@ -208,6 +233,7 @@ mod tests {
             plot_start_minute: 0,
             plot_minutes: None,
             policies: Vec::new(),
+            riskplatform_forecast: None,
             model: Model::default(),
         }
     }
