@@ -82,8 +82,15 @@ pub async fn run(
             () = &mut shutdown => return,
             () = ctx.caches.synced() => {}
         }
-        evaluate_all(&ctx, &store.state()).await;
+        evaluate_all(&ctx, &applied(store.state())).await;
     }
+}
+
+/// The platforms the reconciler has applied at least once. One not applied yet has no workloads
+/// to scale and no pods following its breakers; while a thousand converge at once, its first
+/// writes (status, breaker ConfigMap, Event) would queue ahead of the reconciles that apply them.
+fn applied(platforms: Vec<Arc<RiskPlatform>>) -> Vec<Arc<RiskPlatform>> {
+    platforms.into_iter().filter(|rp| rp.status.as_ref().is_some_and(|s| s.observed_generation.is_some())).collect()
 }
 
 /// One evaluation of every platform: the breakers, then the autoscaler, from one batch of
@@ -304,4 +311,33 @@ async fn write_status(
     let api: Api<RiskPlatform> = Api::namespaced(ctx.client.clone(), namespace);
     api.patch_status(&rp.name_any(), &PatchParams::apply(AUTOSCALER_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform(name: &str, observed_generation: Option<i64>) -> Arc<RiskPlatform> {
+        let mut rp: RiskPlatform = serde_json::from_value(serde_json::json!({
+            "apiVersion": "riskplatform.io/v1alpha1", "kind": "RiskPlatform",
+            "metadata": { "name": name, "namespace": "prod", "generation": 2 },
+            "spec": {
+                "pgbouncer": { "database": { "host": "db", "name": "risk" }, "credentialsSecretRef": { "name": "db" } },
+                "prometheus": { "url": "http://prometheus:9090" } }
+        }))
+        .unwrap();
+        rp.status = observed_generation.map(|g| riskplatform_crd::RiskPlatformStatus {
+            observed_generation: Some(g),
+            ..Default::default()
+        });
+        Arc::new(rp)
+    }
+
+    #[test]
+    fn only_platforms_the_reconciler_has_applied_are_evaluated() {
+        let platforms = vec![platform("new", None), platform("older-spec", Some(1)), platform("current", Some(2))];
+        let names: Vec<String> = applied(platforms).iter().map(|rp| rp.name_any()).collect();
+        // An older observed generation still has workloads to scale while the new spec rolls out.
+        assert_eq!(names, ["older-spec", "current"]);
+    }
 }
