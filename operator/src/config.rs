@@ -19,7 +19,7 @@ pub enum Command {
     /// Run the controller (the default).
     Run,
     /// Replay a per-minute request trace through the autoscaling policies and the HPA baselines.
-    Simulate(riskplatform_autoscale::sim::SimulateArgs),
+    Simulate(Box<riskplatform_autoscale::sim::SimulateArgs>),
     /// Write the CustomResourceDefinition YAML into a directory.
     Crdgen {
         /// Directory to write into.

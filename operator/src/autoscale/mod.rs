@@ -326,10 +326,8 @@ mod tests {
                 "prometheus": { "url": "http://prometheus:9090" } }
         }))
         .unwrap();
-        rp.status = observed_generation.map(|g| riskplatform_crd::RiskPlatformStatus {
-            observed_generation: Some(g),
-            ..Default::default()
-        });
+        rp.status = observed_generation
+            .map(|g| riskplatform_crd::RiskPlatformStatus { observed_generation: Some(g), ..Default::default() });
         Arc::new(rp)
     }
 
