@@ -325,9 +325,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_host_that_does_not_resolve_and_a_closed_port_are_reported_as_such() {
-        let validated = Validated {
+    fn validated() -> Validated {
+        Validated {
             credentials: super::super::validate::Credentials {
                 username: "app".into(),
                 password: "secret".into(),
@@ -335,7 +334,12 @@ mod tests {
                 stats_password: "s".into(),
             },
             credentials_hash: "h".into(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_and_a_closed_port_are_reported_as_such() {
+        let validated = validated();
         let check = DatabaseCheck::new(Duration::from_secs(60));
         let spec = |host: &str, port: i32| DatabaseSpec {
             host: host.into(),
@@ -371,15 +375,7 @@ mod tests {
 
     #[tokio::test]
     async fn platforms_checked_at_once_share_one_connection_to_their_database() {
-        let validated = Validated {
-            credentials: super::super::validate::Credentials {
-                username: "app".into(),
-                password: "secret".into(),
-                client_password: "c".into(),
-                stats_password: "s".into(),
-            },
-            credentials_hash: "h".into(),
-        };
+        let validated = validated();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
