@@ -1,5 +1,6 @@
 //! The controller's caches: one reflector store per owned kind (each object compact: typed
-//! metadata and JSON text) and for HPAs, every Secret as metadata only, and the content of the credentials Secrets keyed by their resourceVersion.
+//! metadata and JSON text) and for HPAs, every Secret as metadata only, and the content of the
+//! credentials Secrets keyed by their resourceVersion.
 //!
 //! One watch per kind feeds both a store and the controller's triggers; a reconcile reads the
 //! stores and sends no GET for a child, and GETs a credentials Secret only when its
