@@ -2,6 +2,7 @@
 //! A child the cache shows as already matching is not sent at all.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::NamespaceResourceScope;
@@ -44,9 +45,47 @@ fn body_of<K: Resource<DynamicType = ()> + Serialize>(obj: &K) -> Result<serde_j
     Ok(drift::with_desired_hash(body))
 }
 
+/// The child after an apply: the cached copy when nothing was sent, else the server's answer.
+enum Current<K> {
+    Cached(Arc<Compact<K>>),
+    Sent(K),
+}
+
 /// Applies `obj` unless `store` already holds it as desired; compares resourceVersions to tell
 /// a create or an update from a no-op.
-pub async fn apply<K>(client: &Client, namespace: &str, obj: &K, store: &Store<Compact<K>>) -> Result<(K, Applied)>
+pub async fn apply<K>(client: &Client, namespace: &str, obj: &K, store: &Store<Compact<K>>) -> Result<Applied>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    Ok(apply_current(client, namespace, obj, store).await?.1)
+}
+
+/// Applies `obj` as `apply` does and returns it as the server holds it, for the workloads whose
+/// status the reconcile reads. Only these decode their cached copy: the other children's were
+/// decoded on every steady-state reconcile only to be dropped.
+pub async fn apply_observed<K>(
+    client: &Client,
+    namespace: &str,
+    obj: &K,
+    store: &Store<Compact<K>>,
+) -> Result<(K, Applied)>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let (current, applied) = apply_current(client, namespace, obj, store).await?;
+    let object = match current {
+        Current::Cached(stored) => stored.object()?,
+        Current::Sent(object) => object,
+    };
+    Ok((object, applied))
+}
+
+async fn apply_current<K>(
+    client: &Client,
+    namespace: &str,
+    obj: &K,
+    store: &Store<Compact<K>>,
+) -> Result<(Current<K>, Applied)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -56,13 +95,13 @@ where
     let stored = store.get(&key(namespace, &name));
     if let Some(stored) = &stored {
         if drift::is_subset(&body, &stored.value()?) {
-            return Ok((stored.object()?, Applied { kind, name, outcome: Outcome::Unchanged }));
+            return Ok((Current::Cached(Arc::clone(stored)), Applied { kind, name, outcome: Outcome::Unchanged }));
         }
     }
     let before = stored.and_then(|o| o.resource_version());
     let applied: K = send(client, namespace, &name, &body).await?;
     let outcome = outcome(before, &applied);
-    Ok((applied, Applied { kind, name, outcome }))
+    Ok((Current::Sent(applied), Applied { kind, name, outcome }))
 }
 
 async fn send<K>(client: &Client, namespace: &str, name: &str, body: &serde_json::Value) -> Result<K>
@@ -149,22 +188,22 @@ pub async fn apply_all(
     let c = caches;
     let mut applied = Vec::with_capacity(16);
     let mut observed = super::status::Observed::default();
-    applied.push(apply(client, namespace, &children.service_account, &c.service_accounts).await?.1);
-    applied.push(apply(client, namespace, &children.breaker_reader_role, &c.roles).await?.1);
-    applied.push(apply(client, namespace, &children.breaker_reader_binding, &c.role_bindings).await?.1);
-    applied.push(apply(client, namespace, &children.pgbouncer_config, &c.configmaps).await?.1);
+    applied.push(apply(client, namespace, &children.service_account, &c.service_accounts).await?);
+    applied.push(apply(client, namespace, &children.breaker_reader_role, &c.roles).await?);
+    applied.push(apply(client, namespace, &children.breaker_reader_binding, &c.role_bindings).await?);
+    applied.push(apply(client, namespace, &children.pgbouncer_config, &c.configmaps).await?);
     applied.push(apply_secret(client, namespace, &children.pgbouncer_auth, c).await?);
-    let (pgb, a) = apply(client, namespace, &children.pgbouncer_deployment, &c.deployments).await?;
+    let (pgb, a) = apply_observed(client, namespace, &children.pgbouncer_deployment, &c.deployments).await?;
     observed.pgbouncer = Some(pgb);
     applied.push(a);
-    applied.push(apply(client, namespace, &children.pgbouncer_service, &c.services).await?.1);
+    applied.push(apply(client, namespace, &children.pgbouncer_service, &c.services).await?);
     match &children.redis {
         Some(redis) => {
-            applied.push(apply(client, namespace, &redis.config, &c.configmaps).await?.1);
-            let (sts, a) = apply(client, namespace, &redis.statefulset, &c.statefulsets).await?;
+            applied.push(apply(client, namespace, &redis.config, &c.configmaps).await?);
+            let (sts, a) = apply_observed(client, namespace, &redis.statefulset, &c.statefulsets).await?;
             observed.redis = Some(sts);
             applied.push(a);
-            applied.push(apply(client, namespace, &redis.service, &c.services).await?.1);
+            applied.push(apply(client, namespace, &redis.service, &c.services).await?);
         }
         None => {
             let name = format!("{}-redis", children.service_account.name_any());
@@ -173,14 +212,14 @@ pub async fn apply_all(
             delete_if_present(client, namespace, &name, &c.configmaps).await?;
         }
     }
-    let (api, a) = apply(client, namespace, &children.api_deployment, &c.deployments).await?;
+    let (api, a) = apply_observed(client, namespace, &children.api_deployment, &c.deployments).await?;
     observed.api = Some(api);
     applied.push(a);
-    applied.push(apply(client, namespace, &children.api_service, &c.services).await?.1);
-    applied.push(apply(client, namespace, &children.api_pdb, &c.pdbs).await?.1);
-    let (workers, a) = apply(client, namespace, &children.worker_deployment, &c.deployments).await?;
+    applied.push(apply(client, namespace, &children.api_service, &c.services).await?);
+    applied.push(apply(client, namespace, &children.api_pdb, &c.pdbs).await?);
+    let (workers, a) = apply_observed(client, namespace, &children.worker_deployment, &c.deployments).await?;
     observed.workers = Some(workers);
     applied.push(a);
-    applied.push(apply(client, namespace, &children.worker_service, &c.services).await?.1);
+    applied.push(apply(client, namespace, &children.worker_service, &c.services).await?);
     Ok(AppliedChildren { applied, observed })
 }

@@ -55,6 +55,19 @@ fn proc_kib(pid: u32, field: &str) -> Result<u64> {
     Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
 }
 
+/// CPU seconds (user + system, every thread) the process has used: `/proc/PID/stat`'s utime and
+/// stime, in USER_HZ ticks, which Linux fixes at 100 a second for this interface.
+fn proc_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; the fields after it are space-separated numbers.
+    let rest = &stat[stat.rfind(')').context("no command name")? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3, the state.
+    let ticks: u64 =
+        fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
 async fn create_platforms(api: &Api<RiskPlatform>, n: usize, prometheus: &str) -> Result<()> {
     for i in 0..n {
         let rp: RiskPlatform = serde_json::from_value(json!({
@@ -184,6 +197,7 @@ async fn main() -> Result<()> {
     let rss = proc_kib(child.id(), "VmRSS:");
     let peak = proc_kib(child.id(), "VmHWM:");
     let anon = proc_kib(child.id(), "RssAnon:");
+    let cpu = proc_cpu_seconds(child.id());
     let _ = child.kill();
     let _ = child.wait();
     let converged = converged?;
@@ -193,6 +207,7 @@ async fn main() -> Result<()> {
         rss_mib: rss? as f64 / 1024.0,
         peak_mib: peak? as f64 / 1024.0,
         anon_mib: anon? as f64 / 1024.0,
+        cpu_seconds: cpu?,
         reconciles: counter_in(&scraped, "riskplatform_operator_reconcile_runs_total"),
         requests: requests_in(&scraped)?,
     };
@@ -261,6 +276,8 @@ struct Convergence {
     peak_mib: f64,
     /// The heap and stacks; the rest of the RSS is the binary's mapped code and data.
     anon_mib: f64,
+    /// From the start to the RSS sample, 5 s after the last platform converged.
+    cpu_seconds: f64,
     reconciles: f64,
     requests: Requests,
 }
@@ -303,6 +320,7 @@ fn print_table(
         c.rss_mib, c.peak_mib, c.anon_mib
     );
     println!("| all {n} platforms converged from empty | {:.1} s |", c.took.as_secs_f64());
+    println!("| operator CPU from start to 5 s after convergence | {:.2} s |", c.cpu_seconds);
     let (gets, lists, writes) = delta(&Requests::new(), &c.requests);
     println!(
         "| convergence: reconciles, API requests | {} reconciles; {gets} GET, {lists} LIST, {writes} writes ({}) |",
