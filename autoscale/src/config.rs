@@ -88,8 +88,9 @@ pub struct ForecastSizing {
     #[serde(default = "preset_rise_window_seconds")]
     pub rise_window_seconds: i64,
     /// A scale-up sizes for the forecast plus this quantile of its recent signed errors in req/s
-    /// (the peak that followed minus the forecast): the share of horizons whose peak the band
-    /// should cover. Below 0.5 the band may lie under the forecast.
+    /// (the lowest rate of the start-up that ended the horizon minus the forecast): the share of
+    /// horizons whose lasting load the band should cover. Below 0.5 the band may lie under the
+    /// forecast.
     pub error_quantile: f64,
     /// A scale-down sizes for the forecast of the whole scale-down horizon plus this quantile of
     /// its own signed errors (the peak of the horizon minus the forecast): pods removed now must
