@@ -25,11 +25,11 @@ use super::Want;
 
 /// What a forecast is scored against, over the last seconds of its horizon.
 #[derive(Clone, Copy)]
-enum Actual {
+enum Actual<'a> {
     /// The lowest rate of those seconds: load that lasted all of them.
     Sustained(i64),
-    /// The highest rate of those seconds.
-    Peak(i64),
+    /// The highest of the rate and of the scale-up bands (time, band) of those seconds.
+    PeakOrBand(i64, &'a [(i64, f64)]),
 }
 
 /// What forecast sizing asks for, what it saw, and until when the ramp path holds scale-downs.
@@ -87,7 +87,13 @@ fn errors(f: &ForecastSizing, recent: &Indexed, history: &History, now: i64, hor
             let end = s + horizon;
             let actual = match actual {
                 Actual::Sustained(seconds) => recent.low_after(end - seconds, end)?,
-                Actual::Peak(seconds) => recent.peak_after(end - seconds, end)?,
+                Actual::PeakOrBand(seconds, bands) => {
+                    let (a, b) = (
+                        bands.partition_point(|(t, _)| *t <= end - seconds),
+                        bands.partition_point(|(t, _)| *t <= end),
+                    );
+                    bands[a..b].iter().map(|(_, v)| *v).fold(recent.peak_after(end - seconds, end)?, f64::max)
+                }
             };
             Some(actual - forecast_at(f, recent, history, s, horizon)?.0)
         })
@@ -129,7 +135,15 @@ pub(super) fn rule(
     // scaled down must serve every second of the scale-down horizon, at the share of such
     // horizons the scale-down quantile asks for, or the next scale-up undoes it (a flap). That
     // band is also what the noise of the rate explains: only a rate heading above it is a ramp.
-    let qd = quantile(&mut errors(f, &recent, &history, now, d, Actual::Peak(d)), f.scale_down_quantile)?;
+    // The scale-up band the next evaluations use rides on a 30 s level, which the load's own
+    // peak does not bound: a fleet that serves every peak of the horizon can still be wanted back
+    // by that band (a flap). So each horizon is scored against the highest of its load and of
+    // the scale-up bands of its seconds (at this decision's error quantile).
+    let bands: Vec<(i64, f64)> = recent
+        .times(now - f.error_window_seconds - d, now)
+        .filter_map(|t| Some((t, forecast_at(f, &recent, &history, t, h)?.0 + q)))
+        .collect();
+    let qd = quantile(&mut errors(f, &recent, &history, now, d, Actual::PeakOrBand(d, &bands)), f.scale_down_quantile)?;
     let (ahead, _) = forecast_at(f, &recent, &history, now, d)?;
     let hold = (ahead + qd).max(band);
     let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);

@@ -291,3 +291,23 @@ fn samples_stamped_after_now_never_reach_the_decision() {
         decide(&config(), Component::Api, &inputs(Reading::Series(with_future), future_history, 4), &state(), NOW).0;
     assert_eq!((a.desired_replicas, &a.forecast, &a.reason), (b.desired_replicas, &b.forecast, &b.reason));
 }
+
+#[test]
+fn a_scale_down_keeps_what_the_scale_up_band_would_want_back_within_its_horizon() {
+    // Every five minutes the rate holds 3120 for 90 s, so the scale-up band measures a lasting
+    // miss of 720 and rides at 3120 + 720 = 3840 in each swing, above the load's own peak. A
+    // horizon forecast at the 2400 level meets that band: 1440 above it, so the fleet left
+    // serves 3120 + 1440 = 4560 (19 pods), not the 3840 (16) the load's peak alone would keep,
+    // which the next swing's scale-up would undo.
+    check(
+        &config(),
+        vec![Case {
+            name: "a scale-down keeps the scale-up band of its horizon",
+            inputs: inputs(scored(swings(2400.0)), None, 30),
+            state: state(),
+            want: (Action::ScaleDown, 19),
+            driver: Some(Driver::Forecast),
+            reason: "over the last 600 s 4560/s needs 19 pods",
+        }],
+    );
+}
