@@ -8,8 +8,9 @@
 //!   asked for to serve it. Only under-forecasts widen the band; a smooth trace gets a narrow one
 //!   and runs lean, a noisy one a wide one, and spikes shorter than a start-up leave it alone.
 //! - Scale-down: to the forecast of the whole scale-down horizon plus the `scale_down_quantile` of
-//!   its own errors (scored against the peak of that horizon), the highest of the stabilisation
-//!   window: the fleet left holds that long at that share, so it is rarely wanted back (a flap).
+//!   its own errors (scored against the highest of the load and of the scale-up band over that
+//!   horizon), the highest of the stabilisation window: the fleet left holds that long at that
+//!   share, neither overloaded nor wanted back by the scale-up rule (a flap).
 //! - Ramp (Knative's panic window): when the rate projected along its slope over the ramp window
 //!   leaves the scale-down band, which covers the noise of the horizon, the projection sizes the
 //!   fleet at once, and nothing is scaled down until `ramp_hold_seconds` after it was last seen.
