@@ -64,6 +64,12 @@ impl<'a> Indexed<'a> {
         self.samples[a..b].iter().map(|(_, v)| *v).reduce(f64::max)
     }
 
+    /// Lowest sample with `from < t <= to`.
+    pub fn low_after(&self, from: i64, to: i64) -> Option<f64> {
+        let (a, b) = self.range(from.saturating_add(1), to);
+        self.samples[a..b].iter().map(|(_, v)| *v).reduce(f64::min)
+    }
+
     /// Sample times with `from <= t <= to`.
     pub fn times(&self, from: i64, to: i64) -> impl Iterator<Item = i64> + '_ {
         let (a, b) = self.range(from, to);

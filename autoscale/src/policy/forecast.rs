@@ -4,11 +4,13 @@
 //! - Forecast: the rate `horizon` ahead (`crate::forecast::point`, plus the level's rise over the
 //!   rise window carried on to the horizon) plus the `error_quantile` of the
 //!   signed errors in req/s of the forecasts made over the error window, each scored against the
-//!   peak of the last interval of its horizon. Only under-forecasts widen the band; a smooth trace
-//!   gets a narrow one and runs lean, a noisy one a wide one.
+//!   lowest rate of the last start-up of its horizon: the load that lasted long enough for a pod
+//!   asked for to serve it. Only under-forecasts widen the band; a smooth trace gets a narrow one
+//!   and runs lean, a noisy one a wide one, and spikes shorter than a start-up leave it alone.
 //! - Scale-down: to the forecast of the whole scale-down horizon plus the `scale_down_quantile` of
-//!   its own errors (scored against the peak of that horizon), the highest of the stabilisation
-//!   window: the fleet left holds that long at that share, so it is rarely wanted back (a flap).
+//!   its own errors (scored against the highest of the load and of the scale-up band over that
+//!   horizon), the highest of the stabilisation window: the fleet left holds that long at that
+//!   share, neither overloaded nor wanted back by the scale-up rule (a flap).
 //! - Ramp (Knative's panic window): when the rate projected along its slope over the ramp window
 //!   leaves the scale-down band, which covers the noise of the horizon, the projection sizes the
 //!   fleet at once, and nothing is scaled down until `ramp_hold_seconds` after it was last seen.
@@ -22,9 +24,14 @@ use crate::state::{Driver, ForecastRecord};
 
 use super::Want;
 
-/// The seconds at the end of the horizon a scale-up decision is the last one able to serve: one
-/// evaluation interval plus one sample (so the sample at its start counts).
-const LAST_CHANCE_SECONDS: i64 = 2 * crate::signal::STEP_SECONDS;
+/// What a forecast is scored against, over the last seconds of its horizon.
+#[derive(Clone, Copy)]
+enum Actual<'a> {
+    /// The lowest rate of those seconds: load that lasted all of them.
+    Sustained(i64),
+    /// The highest of the rate and of the scale-up bands (time, band) of those seconds.
+    PeakOrBand(i64, &'a [(i64, f64)]),
+}
 
 /// What forecast sizing asks for, what it saw, and until when the ramp path holds scale-downs.
 pub(super) struct Verdict {
@@ -72,20 +79,23 @@ fn forecast_at(
 }
 
 /// The signed errors in req/s of the forecasts `horizon` ahead made over the error window, each
-/// scored against the peak of the last `covers` seconds of the horizon that followed it (for a
-/// scale-up the seconds it is the last decision able to serve, for a scale-down the whole horizon
-/// the fleet left must hold): positive when the forecast fell short.
-fn errors(
-    f: &ForecastSizing,
-    recent: &Indexed,
-    history: &History,
-    now: i64,
-    (horizon, covers): (i64, i64),
-) -> Vec<f64> {
+/// scored against the `actual` rate of the end of the horizon that followed it: positive when the
+/// forecast fell short.
+fn errors(f: &ForecastSizing, recent: &Indexed, history: &History, now: i64, horizon: i64, actual: Actual) -> Vec<f64> {
     recent
         .times(now - f.error_window_seconds - horizon, now - horizon)
         .filter_map(|s| {
-            let actual = recent.peak_after(s + horizon - covers, s + horizon)?;
+            let end = s + horizon;
+            let actual = match actual {
+                Actual::Sustained(seconds) => recent.low_after(end - seconds, end)?,
+                Actual::PeakOrBand(seconds, bands) => {
+                    let (a, b) = (
+                        bands.partition_point(|(t, _)| *t <= end - seconds),
+                        bands.partition_point(|(t, _)| *t <= end),
+                    );
+                    bands[a..b].iter().map(|(_, v)| *v).fold(recent.peak_after(end - seconds, end)?, f64::max)
+                }
+            };
             Some(actual - forecast_at(f, recent, history, s, horizon)?.0)
         })
         .collect()
@@ -112,18 +122,29 @@ pub(super) fn rule(
     let (recent, history) = (Indexed::new(samples), History::new(past(history, now), from, now, h.max(d)));
     let pods_for = |rate: f64| super::demand::pods_for(rate.max(0.0), capacity, f.max_utilisation);
 
-    // A pod asked for now serves only from the start-up on, and the next evaluation can ask for
-    // more that serve one interval later: this decision alone must serve the horizon's last
-    // interval. The band is absolute (req/s): the noise of a rate does not shrink with its level
-    // the way a relative band assumes, and near zero a relative one is meaningless.
-    let q = quantile(&mut errors(f, &recent, &history, now, (h, LAST_CHANCE_SECONDS)), f.error_quantile)?;
+    // A pod asked for now serves only a start-up later (the horizon less one evaluation): only
+    // load that lasts that long is load a scale-up could have served. A shorter spike is over by
+    // the time its pod is ready; the headroom the scale-down band keeps serves it, and scoring it
+    // here widened the band by the noise (on NASA, 288 flaps against 175 scored on what lasted).
+    // The band is absolute (req/s): the noise of a rate does not shrink with its level the way a
+    // relative band assumes, and near zero a relative one is meaningless.
+    let start_up = (h - crate::signal::STEP_SECONDS).max(crate::signal::STEP_SECONDS);
+    let q = quantile(&mut errors(f, &recent, &history, now, h, Actual::Sustained(start_up)), f.error_quantile)?;
     let (forecast, seasonality) = forecast_at(f, &recent, &history, now, h)?;
     let band = (forecast + q).max(0.0);
     // Pods removed now are gone at once and a replacement serves only a start-up later: a fleet
     // scaled down must serve every second of the scale-down horizon, at the share of such
     // horizons the scale-down quantile asks for, or the next scale-up undoes it (a flap). That
     // band is also what the noise of the rate explains: only a rate heading above it is a ramp.
-    let qd = quantile(&mut errors(f, &recent, &history, now, (d, d)), f.scale_down_quantile)?;
+    // The scale-up band the next evaluations use rides on a 30 s level, which the load's own
+    // peak does not bound: a fleet that serves every peak of the horizon can still be wanted back
+    // by that band (a flap). So each horizon is scored against the highest of its load and of
+    // the scale-up bands of its seconds (at this decision's error quantile).
+    let bands: Vec<(i64, f64)> = recent
+        .times(now - f.error_window_seconds - d, now)
+        .filter_map(|t| Some((t, forecast_at(f, &recent, &history, t, h)?.0 + q)))
+        .collect();
+    let qd = quantile(&mut errors(f, &recent, &history, now, d, Actual::PeakOrBand(d, &bands)), f.scale_down_quantile)?;
     let (ahead, _) = forecast_at(f, &recent, &history, now, d)?;
     let hold = (ahead + qd).max(band);
     let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);

@@ -77,6 +77,11 @@ fn spiky(base: f64) -> impl Fn(i64) -> f64 {
     move |ago| if ago.rem_euclid(60) == 0 { base * 1.3 } else { base }
 }
 
+/// Load that lasts: +30 % for 90 s every five minutes, the newest 90 s among them.
+fn swings(base: f64) -> impl Fn(i64) -> f64 {
+    move |ago| if ago.rem_euclid(300) < 90 { base * 1.3 } else { base }
+}
+
 struct Case {
     name: &'static str,
     inputs: Inputs,
@@ -108,14 +113,24 @@ fn forecast_sizing_decides_by_forecast_reactive_rule_or_ramp() {
             reason: "forecast 2400/s +0/s = 2400/s",
         },
         Case {
-            name: "a noisy rate gets a band as wide as its measured error",
+            name: "spikes shorter than a start-up do not widen the scale-up band",
             inputs: inputs(scored(spiky(2400.0)), None, 4),
             state: state(),
-            // The newest sample is a spike (level 2640); the worst miss it measured is a level
-            // without the spike followed by one (2400 then 3120): 2640 + 720 = 3360 needs 14.
-            want: (Action::ScaleUp, 14),
+            // Every start-up at the end of a horizon holds an unspiked 2400, never above the level,
+            // so no miss is measured; the newest sample is a spike (level 2640): 2640 / 240 = 11.
+            want: (Action::ScaleUp, 11),
             driver: Some(Driver::Forecast),
-            reason: "forecast 2640/s +720/s = 3360/s",
+            reason: "forecast 2640/s +0/s = 2640/s",
+        },
+        Case {
+            name: "load that lasts a start-up widens the band by its measured miss",
+            inputs: inputs(scored(swings(2400.0)), None, 4),
+            state: state(),
+            // A level of 2400 just before a swing was followed by a whole start-up at 3120: a miss
+            // of 720. Now in a swing (level 3120): 3120 + 720 = 3840 needs 16.
+            want: (Action::ScaleUp, 16),
+            driver: Some(Driver::Forecast),
+            reason: "forecast 3120/s +720/s = 3840/s",
         },
         Case {
             name: "a rate rising out of the band is a ramp and is sized along its slope at once",
@@ -275,4 +290,24 @@ fn samples_stamped_after_now_never_reach_the_decision() {
     let b =
         decide(&config(), Component::Api, &inputs(Reading::Series(with_future), future_history, 4), &state(), NOW).0;
     assert_eq!((a.desired_replicas, &a.forecast, &a.reason), (b.desired_replicas, &b.forecast, &b.reason));
+}
+
+#[test]
+fn a_scale_down_keeps_what_the_scale_up_band_would_want_back_within_its_horizon() {
+    // Every five minutes the rate holds 3120 for 90 s, so the scale-up band measures a lasting
+    // miss of 720 and rides at 3120 + 720 = 3840 in each swing, above the load's own peak. A
+    // horizon forecast at the 2400 level meets that band: 1440 above it, so the fleet left
+    // serves 3120 + 1440 = 4560 (19 pods), not the 3840 (16) the load's peak alone would keep,
+    // which the next swing's scale-up would undo.
+    check(
+        &config(),
+        vec![Case {
+            name: "a scale-down keeps the scale-up band of its horizon",
+            inputs: inputs(scored(swings(2400.0)), None, 30),
+            state: state(),
+            want: (Action::ScaleDown, 19),
+            driver: Some(Driver::Forecast),
+            reason: "over the last 600 s 4560/s needs 19 pods",
+        }],
+    );
 }
