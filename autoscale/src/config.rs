@@ -93,8 +93,9 @@ pub struct ForecastSizing {
     /// forecast.
     pub error_quantile: f64,
     /// A scale-down sizes for the forecast of the whole scale-down horizon plus this quantile of
-    /// its own signed errors (the peak of the horizon minus the forecast): pods removed now must
-    /// not be wanted back within it, so this is the share of scale-downs that are not undone.
+    /// its own signed errors (the highest of the horizon's load and of its scale-up bands, minus
+    /// the forecast): pods removed now must neither overload nor be wanted back by the scale-up
+    /// rule within it, so this is the share of scale-downs that are not undone.
     #[serde(default = "preset_scale_down_quantile")]
     pub scale_down_quantile: f64,
     /// Errors of the forecasts of this many seconds are scored; shorter history decides by the
