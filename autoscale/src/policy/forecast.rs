@@ -78,25 +78,37 @@ fn forecast_at(
     Some((p + slope.max(0.0) * (horizon + LEVEL_SECONDS / 2) as f64, seasonality))
 }
 
-/// The signed errors in req/s of the forecasts `horizon` ahead made over the error window, each
-/// scored against the `actual` rate of the end of the horizon that followed it: positive when the
-/// forecast fell short.
-fn errors(f: &ForecastSizing, recent: &Indexed, history: &History, now: i64, horizon: i64, actual: Actual) -> Vec<f64> {
-    recent
-        .times(now - f.error_window_seconds - horizon, now - horizon)
-        .filter_map(|s| {
+/// The forecasts `horizon` ahead made at each sample time in `[from, to]`, as (time, rate).
+fn forecasts(
+    f: &ForecastSizing,
+    recent: &Indexed,
+    history: &History,
+    (from, to): (i64, i64),
+    horizon: i64,
+) -> Vec<(i64, f64)> {
+    recent.times(from, to).filter_map(|s| Some((s, forecast_at(f, recent, history, s, horizon)?.0))).collect()
+}
+
+/// The entries of `series` (time-ordered) with `from < t <= to`.
+fn after(series: &[(i64, f64)], from: i64, to: i64) -> &[(i64, f64)] {
+    &series[series.partition_point(|(t, _)| *t <= from)..series.partition_point(|(t, _)| *t <= to)]
+}
+
+/// The signed errors in req/s of the forecasts `made` `horizon` ahead, each scored against the
+/// `actual` rate of the end of the horizon that followed it: positive when the forecast fell
+/// short.
+fn errors(recent: &Indexed, made: &[(i64, f64)], horizon: i64, actual: Actual) -> Vec<f64> {
+    made.iter()
+        .filter_map(|(s, forecast)| {
             let end = s + horizon;
             let actual = match actual {
                 Actual::Sustained(seconds) => recent.low_after(end - seconds, end)?,
-                Actual::PeakOrBand(seconds, bands) => {
-                    let (a, b) = (
-                        bands.partition_point(|(t, _)| *t <= end - seconds),
-                        bands.partition_point(|(t, _)| *t <= end),
-                    );
-                    bands[a..b].iter().map(|(_, v)| *v).fold(recent.peak_after(end - seconds, end)?, f64::max)
-                }
+                Actual::PeakOrBand(seconds, bands) => after(bands, end - seconds, end)
+                    .iter()
+                    .map(|(_, v)| *v)
+                    .fold(recent.peak_after(end - seconds, end)?, f64::max),
             };
-            Some(actual - forecast_at(f, recent, history, s, horizon)?.0)
+            Some(actual - forecast)
         })
         .collect()
 }
@@ -128,8 +140,13 @@ pub(super) fn rule(
     // here widened the band by the noise (on NASA, 288 flaps against 175 scored on what lasted).
     // The band is absolute (req/s): the noise of a rate does not shrink with its level the way a
     // relative band assumes, and near zero a relative one is meaningless.
+    // The scale-up's forecasts serve both its own scoring and the scale-down's bands below, so
+    // they are made once over the span both read.
+    let e = f.error_window_seconds;
+    let made = forecasts(f, &recent, &history, (now - e - h.max(d), now), h);
     let start_up = (h - crate::signal::STEP_SECONDS).max(crate::signal::STEP_SECONDS);
-    let q = quantile(&mut errors(f, &recent, &history, now, h, Actual::Sustained(start_up)), f.error_quantile)?;
+    let scored = after(&made, now - e - h - 1, now - h);
+    let q = quantile(&mut errors(&recent, scored, h, Actual::Sustained(start_up)), f.error_quantile)?;
     let (forecast, seasonality) = forecast_at(f, &recent, &history, now, h)?;
     let band = (forecast + q).max(0.0);
     // Pods removed now are gone at once and a replacement serves only a start-up later: a fleet
@@ -140,11 +157,9 @@ pub(super) fn rule(
     // peak does not bound: a fleet that serves every peak of the horizon can still be wanted back
     // by that band (a flap). So each horizon is scored against the highest of its load and of
     // the scale-up bands of its seconds (at this decision's error quantile).
-    let bands: Vec<(i64, f64)> = recent
-        .times(now - f.error_window_seconds - d, now)
-        .filter_map(|t| Some((t, forecast_at(f, &recent, &history, t, h)?.0 + q)))
-        .collect();
-    let qd = quantile(&mut errors(f, &recent, &history, now, d, Actual::PeakOrBand(d, &bands)), f.scale_down_quantile)?;
+    let bands: Vec<(i64, f64)> = after(&made, now - e - d - 1, now).iter().map(|(t, p)| (*t, p + q)).collect();
+    let ahead_made = forecasts(f, &recent, &history, (now - e - d, now - d), d);
+    let qd = quantile(&mut errors(&recent, &ahead_made, d, Actual::PeakOrBand(d, &bands)), f.scale_down_quantile)?;
     let (ahead, _) = forecast_at(f, &recent, &history, now, d)?;
     let hold = (ahead + qd).max(band);
     let projected = projection(&recent, now, f.ramp_window_seconds, h).unwrap_or(forecast);
