@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod model;
 pub mod plot;
+pub mod quantile;
 pub mod scalers;
 pub mod trace;
 
@@ -16,7 +17,12 @@ use thiserror::Error;
 use crate::config::PolicyConfig;
 use engine::Outcome;
 use model::Model;
+use quantile::QuantileScaler;
 use scalers::{HpaScaler, PolicyScaler, Scaler};
+
+/// The share of the hour the reference `quantile@` run serves: the one of a sweep on NASA that
+/// beat `hpa@0.7` and `keda` on both counts with the fewest flaps (docs/autoscaling.md).
+const REFERENCE_QUANTILE: f64 = 0.93;
 
 #[derive(Debug, Error)]
 pub enum SimError {
@@ -67,7 +73,8 @@ pub struct SimulateArgs {
     /// Minutes the plot shows; the rest of the window when absent.
     #[arg(long)]
     pub plot_minutes: Option<usize>,
-    /// Only these policies (comma separated names, e.g. `riskplatform,hpa@0.7`).
+    /// Only these policies (comma separated names, e.g. `riskplatform,hpa@0.7`); `quantile@S` runs
+    /// the quantile reference at any share S in (0, 1].
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// Forecast sizing settings of the `riskplatform` run that differ from the preset, as a JSON
@@ -113,6 +120,7 @@ pub fn all_policies(model: &Model, riskplatform: PolicyConfig) -> Vec<Box<dyn Sc
         out.push(Box::new(HpaScaler::hpa(target, min, max)));
     }
     out.push(Box::new(HpaScaler::keda(0.7, min, max)));
+    out.push(Box::new(QuantileScaler::new(REFERENCE_QUANTILE, model.slo_capacity_rps(), min, max)));
     out
 }
 
@@ -137,6 +145,15 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
         riskplatform.forecast = Some(forecast_with(overrides)?);
     }
     let mut policies = all_policies(&model, riskplatform.clone());
+    for name in &args.policies {
+        if let Some(share) = name.strip_prefix("quantile@").filter(|_| !policies.iter().any(|p| p.name() == *name)) {
+            let share: f64 = share.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 1.0).ok_or_else(|| {
+                SimError::InvalidArgument(format!("--policies {name}: the share after quantile@ must lie in (0, 1]"))
+            })?;
+            let (min, max) = (model.min_replicas, model.max_replicas);
+            policies.push(Box::new(QuantileScaler::new(share, model.slo_capacity_rps(), min, max)));
+        }
+    }
     if !args.policies.is_empty() {
         policies.retain(|p| args.policies.contains(&p.name()));
         if policies.is_empty() {
@@ -255,7 +272,10 @@ mod tests {
         let report: serde_json::Value = serde_json::from_slice(&out).expect("json");
         let names: Vec<&str> =
             report["results"].as_array().into_iter().flatten().filter_map(|r| r["policy"].as_str()).collect();
-        assert_eq!(names, ["oracle", "riskplatform", "seed", "hpa@0.5", "hpa@0.6", "hpa@0.7", "hpa@0.8", "keda"]);
+        assert_eq!(
+            names,
+            ["oracle", "riskplatform", "seed", "hpa@0.5", "hpa@0.6", "hpa@0.7", "hpa@0.8", "keda", "quantile@0.93"]
+        );
         for r in report["results"].as_array().into_iter().flatten() {
             let fields = [
                 "overload_minutes",
@@ -273,6 +293,25 @@ mod tests {
     }
 
     #[test]
+    fn a_quantile_reference_runs_at_any_share_asked_for() {
+        let body: String = std::iter::once("minute_offset,requests\n".to_owned())
+            .chain((0..700).map(|m| format!("{m},{}\n", 100 + (m * 37) % 900)))
+            .collect();
+        let path = trace_file("shares", &body);
+        let mut asked = args(path.clone());
+        asked.policies = vec!["quantile@0.5".to_owned(), "quantile@0.93".to_owned()];
+        let mut out = Vec::new();
+        run_simulate(&asked, &mut out).expect("simulate");
+        let report: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        let results = report["results"].as_array().cloned().unwrap_or_default();
+        let names: Vec<&str> = results.iter().filter_map(|r| r["policy"].as_str()).collect();
+        assert_eq!(names, ["oracle", "quantile@0.93", "quantile@0.5"]);
+        let hours = |i: usize| results[i]["replica_hours"].as_f64().unwrap_or(f64::NAN);
+        assert!(hours(2) < hours(1), "serving half the hour's seconds takes fewer pods than 93 %");
+        std::fs::remove_file(path).ok();
+    }
+
+    #[test]
     fn bad_input_gives_a_clear_error() {
         let missing =
             run_simulate(&args(PathBuf::from("/nonexistent/trace.csv")), &mut Vec::new()).err().map(|e| e.to_string());
@@ -285,6 +324,11 @@ mod tests {
         unknown.policies = vec!["nope".to_owned()];
         let err = run_simulate(&unknown, &mut Vec::new()).err().map(|e| e.to_string());
         assert!(err.is_some_and(|m| m.contains("known: riskplatform, seed")));
+        for bad in ["quantile@1.5", "quantile@x", "quantile@0"] {
+            unknown.policies = vec![bad.to_owned()];
+            let err = run_simulate(&unknown, &mut Vec::new()).err().map(|e| e.to_string());
+            assert!(err.is_some_and(|m| m.contains(bad) && m.contains("(0, 1]")), "{bad}");
+        }
         std::fs::remove_file(path).ok();
     }
 }
