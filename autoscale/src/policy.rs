@@ -16,17 +16,22 @@
 //! rate and a pod's measured capacity (`demand.rs`); the seed's rule decides whenever the request
 //! rate or a capacity measurement is missing. With `forecast` configured as well, the fleet is
 //! sized for a forecast of the rate a start-up ahead (`forecast.rs`), and the demand rule decides
-//! only while the history is too short to score that forecast.
+//! only while the history is too short to score that forecast; with an overload price, steady
+//! sizing (`steady.rs`) takes over when its own fleet has cost less lately (`select.rs`,
+//! `sizing.rs`).
 
 mod demand;
 mod forecast;
+mod select;
+mod sizing;
+mod steady;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{Component, DemandSizing, PolicyConfig, Thresholds};
 use crate::signal::{judge, rising, Reading, Signal, SignalState};
-use crate::state::{Action, ComponentState, Decision, Driver, ForecastRecord, SignalInput};
+use crate::state::{Action, ComponentState, Decision, SignalInput};
 
 /// What the operator observed for one component at `now`.
 #[derive(Clone, Debug, Default)]
@@ -148,31 +153,10 @@ pub fn decide(
             match (component, &config.demand, next.pod_capacity_rps, inputs.readings.get(&Signal::RequestRate)) {
                 (Component::Api, Some(sizing), Some(capacity), Some(rate)) => {
                     let history = inputs.request_rate_history.as_deref();
-                    let staleness = config.staleness_seconds;
-                    let forecasted = config.forecast.as_ref().and_then(|f| {
-                        forecast::rule(f, rate, history, capacity, current, previous.ramp_until, now, staleness)
-                    });
-                    match forecasted {
-                        Some(verdict) => {
-                            next.ramp_until = verdict.ramp_until;
-                            record = Some(verdict.record);
-                            Some(verdict.want)
-                        }
-                        None => {
-                            let reactive = demand::rule(sizing, rate, capacity, current, now, staleness);
-                            if config.forecast.is_some() && reactive.is_some() {
-                                record = Some(ForecastRecord {
-                                    driver: Driver::Reactive,
-                                    forecast_rps: None,
-                                    upper_rps: None,
-                                    error_quantile: None,
-                                    ramp_rps: None,
-                                    seasonality: crate::forecast::Seasonality::None,
-                                });
-                            }
-                            reactive
-                        }
-                    }
+                    let (want, sized_by) =
+                        sizing::by_rate(config, sizing, rate, history, capacity, current, previous, now, &mut next);
+                    record = sized_by;
+                    want
                 }
                 (Component::Api, Some(sizing), None, _) => inputs
                     .readings

@@ -44,6 +44,45 @@ pub enum Driver {
     Reactive,
     /// The rate rose out of the forecast's band: its slope projection sized the fleet at once.
     Ramp,
+    /// Steady sizing decided: its own fleet has cost less than forecast sizing's lately.
+    Steady,
+}
+
+/// The sizings the API chooses between by measured cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Sizing {
+    Forecast,
+    Steady,
+}
+
+/// A fleet run beside the real one as one sizing alone would have run it, fed the same rate.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowFleet {
+    /// Unix seconds each of its pods was asked for; a pod serves a start-up later.
+    pub pods: Vec<i64>,
+    /// Its replica-hours plus the price of its overloaded minutes, fading over the selection
+    /// window.
+    pub cost: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_up: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_down: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_until: Option<i64>,
+}
+
+/// The choice between forecast and steady sizing and the shadow fleets it is measured on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
+    /// The sizing the real fleet follows.
+    pub active: Sizing,
+    /// Unix seconds the costs were last charged.
+    pub at: i64,
+    pub forecast: ShadowFleet,
+    pub steady: ShadowFleet,
 }
 
 /// What forecast sizing saw and which part of it decided.
@@ -105,6 +144,9 @@ pub struct ComponentState {
     /// Unix seconds until which the ramp path holds scale-downs (it fired recently).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp_until: Option<i64>,
+    /// Forecast sizing's choice of steady sizing by measured cost, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<Decision>,
     /// The latest decisions that changed something or said something new, newest last.

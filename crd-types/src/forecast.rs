@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[x_kube(
     validation = Rule::new("self.horizonSeconds > 0 && self.scaleDownHorizonSeconds > 0 && self.rampWindowSeconds > 0 && self.rampHoldSeconds >= 0 && self.riseWindowSeconds >= 0").message("autoscaling.forecast: horizons and the ramp window must be positive, the ramp hold and the rise window not negative"),
     validation = Rule::new("0.0 < self.maxUtilisation && self.maxUtilisation <= 1.0 && 0.0 < self.errorQuantile && self.errorQuantile < 1.0 && 0.0 < self.scaleDownQuantile && self.scaleDownQuantile < 1.0").message("autoscaling.forecast: maxUtilisation must lie in (0, 1], errorQuantile and scaleDownQuantile in (0, 1)"),
-    validation = Rule::new("self.errorWindowSeconds >= 600 && self.errorWindowSeconds <= 86400 && self.stabilisationWindowSeconds > 0 && self.stabilisationWindowSeconds <= self.errorWindowSeconds").message("autoscaling.forecast: errorWindowSeconds must lie in [600, 86400] and stabilisationWindowSeconds in (0, errorWindowSeconds]")
+    validation = Rule::new("self.errorWindowSeconds >= 600 && self.errorWindowSeconds <= 86400 && self.stabilisationWindowSeconds > 0 && self.stabilisationWindowSeconds <= self.errorWindowSeconds").message("autoscaling.forecast: errorWindowSeconds must lie in [600, 86400] and stabilisationWindowSeconds in (0, errorWindowSeconds]"),
+    validation = Rule::new("0.0 < self.steadyShare && self.steadyShare <= 1.0 && self.overloadPrice >= 0.0 && self.selectionWindowSeconds > 0").message("autoscaling.forecast: steadyShare must lie in (0, 1], overloadPrice must not be negative and selectionWindowSeconds must be positive")
 )]
 pub struct ForecastSpec {
     /// Seconds ahead the fleet must cover: the API pods' start-up time plus one evaluation.
@@ -47,6 +48,17 @@ pub struct ForecastSpec {
     /// A scale-down also covers the band of a forecast this many seconds ahead.
     #[serde(default = "forecast_scale_down_horizon")]
     pub scale_down_horizon_seconds: i64,
+    /// Steady sizing, which the API follows instead when its own fleet has cost less lately: a
+    /// fleet for this quantile of the last hour's request rate.
+    #[serde(default = "forecast_steady_share")]
+    pub steady_share: f64,
+    /// Replica-hours one minute of overload costs when forecast and steady sizing are compared by
+    /// what each one's own fleet would have cost; 0 follows forecast sizing alone.
+    #[serde(default = "forecast_overload_price")]
+    pub overload_price: f64,
+    /// Seconds over which those costs fade.
+    #[serde(default = "forecast_selection_window")]
+    pub selection_window_seconds: i64,
 }
 
 impl ForecastSpec {
@@ -63,6 +75,9 @@ impl ForecastSpec {
             ramp_hold_seconds: self.ramp_hold_seconds,
             stabilisation_window_seconds: self.stabilisation_window_seconds,
             scale_down_horizon_seconds: self.scale_down_horizon_seconds,
+            steady_share: self.steady_share,
+            overload_price: self.overload_price,
+            selection_window_seconds: self.selection_window_seconds,
         }
     }
 }
@@ -96,6 +111,15 @@ fn forecast_stabilisation() -> i64 {
 }
 fn forecast_scale_down_horizon() -> i64 {
     ForecastSizing::PRESET.scale_down_horizon_seconds
+}
+fn forecast_steady_share() -> f64 {
+    ForecastSizing::PRESET.steady_share
+}
+fn forecast_overload_price() -> f64 {
+    ForecastSizing::PRESET.overload_price
+}
+fn forecast_selection_window() -> i64 {
+    ForecastSizing::PRESET.selection_window_seconds
 }
 
 #[cfg(test)]

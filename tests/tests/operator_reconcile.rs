@@ -311,6 +311,10 @@ async fn invalid_platforms_are_rejected_by_the_api_server_with_the_cel_message()
             "autoscaling.forecast: maxUtilisation must lie in (0, 1], errorQuantile and scaleDownQuantile in (0, 1)",
         ),
         (
+            json!({"autoscaling": {"demand": {}, "forecast": {"overloadPrice": -1}}}),
+            "autoscaling.forecast: steadyShare must lie in (0, 1], overloadPrice must not be negative and selectionWindowSeconds must be positive",
+        ),
+        (
             json!({"circuitBreaker": {"failureRatePercent": 101}}),
             "circuitBreaker.failureRatePercent must be between 0 and 100",
         ),

@@ -6,7 +6,6 @@ pub mod model;
 pub mod plot;
 pub mod quantile;
 pub mod scalers;
-pub mod select;
 pub mod trace;
 
 use std::io::{IsTerminal, Write};
@@ -20,17 +19,9 @@ use engine::Outcome;
 use model::Model;
 use quantile::QuantileScaler;
 use scalers::{HpaScaler, PolicyScaler, Scaler};
-use select::Select;
 
-/// The share of the hour the reference `quantile@` run serves: the one of a sweep on NASA that
-/// beat `hpa@0.7` and `keda` on both counts with the fewest flaps (docs/autoscaling.md).
-const REFERENCE_QUANTILE: f64 = 0.93;
-/// The `select` experiment (`--policies select`) between the `riskplatform` preset and the
-/// quantile reference: an overloaded minute costs as much as a replica-hour, costs are decayed
-/// over three days, and a rule takes over when it is 5 % cheaper.
-const SELECT_PRICE: f64 = 1.0;
-const SELECT_WINDOW_SECONDS: f64 = 3.0 * 86_400.0;
-const SELECT_MARGIN: f64 = 0.05;
+/// The share of the hour the reference `quantile@` run serves: the preset's steady share.
+const REFERENCE_QUANTILE: f64 = crate::config::ForecastSizing::PRESET.steady_share;
 
 #[derive(Debug, Error)]
 pub enum SimError {
@@ -82,8 +73,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub plot_minutes: Option<usize>,
     /// Only these policies (comma separated names, e.g. `riskplatform,hpa@0.7`); `quantile@S` runs
-    /// the quantile reference at any share S in (0, 1], `select` the experiment choosing between
-    /// `riskplatform` and `quantile@0.93` by measured cost.
+    /// the quantile reference at any share S in (0, 1].
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// Forecast sizing settings of the `riskplatform` run that differ from the preset, as a JSON
@@ -162,14 +152,6 @@ pub fn run_simulate(args: &SimulateArgs, out: &mut dyn Write) -> Result<(), SimE
             let (min, max) = (model.min_replicas, model.max_replicas);
             policies.push(Box::new(QuantileScaler::new(share, model.slo_capacity_rps(), min, max)));
         }
-    }
-    if args.policies.iter().any(|p| p == "select") {
-        let (min, max) = (model.min_replicas, model.max_replicas);
-        let rules: Vec<Box<dyn Scaler>> = vec![
-            Box::new(PolicyScaler::new("riskplatform", bounded(riskplatform.clone(), &model))),
-            Box::new(QuantileScaler::new(REFERENCE_QUANTILE, model.slo_capacity_rps(), min, max)),
-        ];
-        policies.push(Box::new(Select::new(rules, model, SELECT_PRICE, SELECT_WINDOW_SECONDS, SELECT_MARGIN)));
     }
     if !args.policies.is_empty() {
         policies.retain(|p| args.policies.contains(&p.name()));

@@ -1,6 +1,8 @@
 //! A reference scaler that sizes a steady fleet from the distribution of the last hour's request
-//! rate instead of following its level: the evidence in docs/autoscaling.md that a causal rule can
-//! beat `hpa@0.7` on both counts on a noisy trace (NASA), and why the `riskplatform` preset does not.
+//! rate instead of following its level: steady sizing alone, which beats `hpa@0.7` on both counts
+//! on a noisy trace (NASA) and loses a ramping one (WorldCup). The `riskplatform` policy runs the
+//! same rule (`policy/steady.rs`) only when its measured cost says so; this one runs it always,
+//! from the first sample, and is told the pod's capacity.
 //!
 //! - The fleet serves the `share` quantile of the rates of the last hour (a steady fleet for that
 //!   share of its seconds), and never less than the lowest rate of the last start-up (load that

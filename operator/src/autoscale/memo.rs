@@ -55,7 +55,7 @@ impl Memo {
 
 /// Whether `next` must be written over `stored`: it differs in more than what changes every tick
 /// without changing a decision (the last decision's time and signal values, the measured pod
-/// capacity, a failure count past what the component's fallback waits for: `counted`, API then
+/// capacity, the selection's costs, a failure count past what the component's fallback waits for: `counted`, API then
 /// workers, 0 without a fallback), or the stored one is due for a refresh.
 pub fn worth_writing(
     stored: Option<&AutoscalingStatus>,
@@ -76,6 +76,12 @@ fn essence(c: &ComponentState, counted: u32) -> ComponentState {
     let mut c = c.clone();
     c.consecutive_metric_failures = c.consecutive_metric_failures.min(counted);
     c.pod_capacity_rps = None;
+    // The shadow fleets' costs move every tick; their pods, cooldowns and the choice do not.
+    if let Some(sel) = c.selection.as_mut() {
+        sel.at = 0;
+        sel.forecast.cost = 0.0;
+        sel.steady.cost = 0.0;
+    }
     if let Some(d) = c.last_decision.as_mut() {
         d.at = 0;
         d.inputs.iter_mut().for_each(|i| i.value = None);

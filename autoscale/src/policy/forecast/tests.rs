@@ -14,7 +14,8 @@ use crate::state::{Action, ComponentState, Driver};
 const NOW: i64 = 40 * DAY_SECONDS;
 
 /// Settings fixed for these tests, so tuning the preset does not move their numbers: bands at
-/// the 0.99 quantile, a 60 s ramp window held 300 s, a 600 s stabilisation window.
+/// the 0.99 quantile, a 60 s ramp window held 300 s, a 600 s stabilisation window, and forecast
+/// sizing alone (no choice of steady sizing by cost).
 const SIZING: ForecastSizing = ForecastSizing {
     error_quantile: 0.99,
     scale_down_quantile: 0.99,
@@ -22,6 +23,7 @@ const SIZING: ForecastSizing = ForecastSizing {
     ramp_hold_seconds: 300,
     stabilisation_window_seconds: 600,
     rise_window_seconds: 0,
+    overload_price: 0.0,
     ..ForecastSizing::PRESET
 };
 
