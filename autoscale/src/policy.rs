@@ -76,6 +76,7 @@ fn label(s: Signal) -> &'static str {
 }
 
 /// What a rule asks for: a direction, why, and the replica count it sized.
+#[derive(Clone)]
 enum Want {
     Up(String, i32),
     Down(String, i32),

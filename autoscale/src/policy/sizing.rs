@@ -52,7 +52,11 @@ pub(super) fn by_rate(
         let mut sel = previous.selection.clone().unwrap_or_else(|| select::fresh(&f, current, now));
         select::charge(&mut sel, &f, rate, capacity, now, staleness);
         let bounds = config.bounds(Component::Api);
-        let shadow = by_forecast(sel.forecast.pods.len() as i32, sel.forecast.ramp_until);
+        let (shadow_current, shadow_ramp) = (sel.forecast.pods.len() as i32, sel.forecast.ramp_until);
+        let shadow = by_forecast(shadow_current, shadow_ramp);
+        // While forecast sizing is in charge its shadow is usually the real fleet: decided once.
+        let same = shadow_current == current && shadow_ramp == previous.ramp_until;
+        let real_forecast = same.then(|| shadow.clone());
         if let Some((_, _, ramp_until)) = &shadow {
             sel.forecast.ramp_until = *ramp_until;
         }
@@ -67,9 +71,9 @@ pub(super) fn by_rate(
                 (select::explained(s.want, &sel), Some(record(Driver::Steady, Some(s.target_rps))), previous.ramp_until)
             });
         next.selection = Some(sel);
-        steady
+        steady.map(Some).or(real_forecast)
     });
-    match chosen.flatten().or_else(|| by_forecast(current, previous.ramp_until)) {
+    match chosen.flatten().unwrap_or_else(|| by_forecast(current, previous.ramp_until)) {
         Some((want, record, ramp_until)) => {
             next.ramp_until = ramp_until;
             (Some(want), record)
