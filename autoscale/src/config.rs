@@ -182,6 +182,11 @@ impl ForecastSizing {
         crate::forecast::WEEK_SECONDS + self.error_window_seconds + 2 * crate::forecast::SEASONAL_SMOOTHING_SECONDS
     }
 
+    /// Seconds from asking for a pod to it serving: the horizon less the evaluation it includes.
+    pub fn start_up_seconds(&self) -> i64 {
+        (self.horizon_seconds - crate::signal::STEP_SECONDS).max(crate::signal::STEP_SECONDS)
+    }
+
     /// How far back the policy needs the request rate at full resolution.
     pub fn recent_seconds(&self) -> i64 {
         self.error_window_seconds

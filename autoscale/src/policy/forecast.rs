@@ -144,7 +144,7 @@ pub(super) fn rule(
     // they are made once over the span both read.
     let e = f.error_window_seconds;
     let made = forecasts(f, &recent, &history, (now - e - h.max(d), now), h);
-    let start_up = (h - crate::signal::STEP_SECONDS).max(crate::signal::STEP_SECONDS);
+    let start_up = f.start_up_seconds();
     let scored = after(&made, now - e - h - 1, now - h);
     let q = quantile(&mut errors(&recent, scored, h, Actual::Sustained(start_up)), f.error_quantile)?;
     let (forecast, seasonality) = forecast_at(f, &recent, &history, now, h)?;

@@ -22,14 +22,12 @@ pub const SWITCH_MARGIN: f64 = 0.05;
 /// was away did not see what the rate did meanwhile.
 const MAX_CHARGE_SECONDS: i64 = 60;
 
-fn start_up(f: &ForecastSizing) -> i64 {
-    (f.horizon_seconds - STEP_SECONDS).max(STEP_SECONDS)
-}
-
 /// Both shadows at the real fleet, all of it serving, forecast sizing in charge.
 pub(super) fn fresh(f: &ForecastSizing, current: i32, now: i64) -> Selection {
-    let fleet =
-        ShadowFleet { pods: vec![now - start_up(f); usize::try_from(current).unwrap_or(0)], ..Default::default() };
+    let fleet = ShadowFleet {
+        pods: vec![now - f.start_up_seconds(); usize::try_from(current).unwrap_or(0)],
+        ..Default::default()
+    };
     Selection { active: Sizing::Forecast, at: now, forecast: fleet.clone(), steady: fleet }
 }
 
@@ -42,8 +40,9 @@ pub(super) fn charge(sel: &mut Selection, f: &ForecastSizing, rate: &Reading, ca
     let Some(load) = load else { return };
     let decay = (-elapsed / f.selection_window_seconds.max(1) as f64).exp();
     let slo_rps = capacity * f.max_utilisation;
+    let start_up = f.start_up_seconds();
     for fleet in [&mut sel.forecast, &mut sel.steady] {
-        let ready = fleet.pods.iter().filter(|asked| now - **asked >= start_up(f)).count() as f64;
+        let ready = fleet.pods.iter().filter(|asked| now - **asked >= start_up).count() as f64;
         let overloaded = if load > ready * slo_rps { f.overload_price / 60.0 } else { 0.0 };
         fleet.cost = fleet.cost * decay + elapsed * (fleet.pods.len() as f64 / 3600.0 + overloaded);
     }

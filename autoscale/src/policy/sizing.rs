@@ -61,15 +61,16 @@ pub(super) fn by_rate(
             sel.forecast.ramp_until = *ramp_until;
         }
         select::step(&mut sel.forecast, shadow.as_ref().map(|s| &s.0), bounds, now);
-        let shadow = steady::rule(&f, rate, capacity, sel.steady.pods.len() as i32, now, staleness);
-        select::step(&mut sel.steady, shadow.as_ref().map(|s| &s.want), bounds, now);
+        // Steady sizing's rates do not depend on the fleet: measured once for its shadow and the
+        // real fleet.
+        let steady = steady::sizes(&f, rate, capacity, now, staleness);
+        let shadow = steady.as_ref().map(|s| s.want(sel.steady.pods.len() as i32));
+        select::step(&mut sel.steady, shadow.as_ref(), bounds, now);
         select::choose(&mut sel);
-        let steady = (sel.active == Sizing::Steady)
-            .then(|| steady::rule(&f, rate, capacity, current, now, staleness))
-            .flatten()
-            .map(|s| {
-                (select::explained(s.want, &sel), Some(record(Driver::Steady, Some(s.target_rps))), previous.ramp_until)
-            });
+        let steady = steady.filter(|_| sel.active == Sizing::Steady).map(|s| {
+            let want = select::explained(s.want(current), &sel);
+            (want, Some(record(Driver::Steady, Some(s.target_rps))), previous.ramp_until)
+        });
         next.selection = Some(sel);
         steady.map(Some).or(real_forecast)
     });

@@ -10,17 +10,24 @@
 
 use crate::config::ForecastSizing;
 use crate::forecast::{quantile, Indexed};
-use crate::signal::{window, Reading, STEP_SECONDS};
+use crate::signal::{window, Reading};
 
 use super::Want;
 
 /// Seconds of rates the quantile is taken over.
 pub const WINDOW_SECONDS: i64 = 3600;
 
-/// What steady sizing asks for, and the rate its fleet is sized for now.
+/// What steady sizing sizes for at one evaluation, whatever the fleet: the rate now and the
+/// highest of the stabilisation window, and the pods each needs.
+#[derive(Clone, Copy)]
 pub(super) struct Steady {
-    pub want: Want,
     pub target_rps: f64,
+    held_rps: f64,
+    up: i32,
+    down: i32,
+    share: f64,
+    window_seconds: i64,
+    capacity: f64,
 }
 
 /// The rate the steady fleet serves at `at`: the share's quantile of the hour up to `at`, or the
@@ -30,36 +37,43 @@ fn target(f: &ForecastSizing, recent: &Indexed, samples: &[(i64, f64)], at: i64)
     let to = samples.partition_point(|(t, _)| *t <= at);
     let mut hour: Vec<f64> = samples[from..to].iter().map(|(_, v)| *v).filter(|v| v.is_finite()).collect();
     let share = quantile(&mut hour, f.steady_share)?;
-    let start_up = (f.horizon_seconds - STEP_SECONDS).max(STEP_SECONDS);
-    Some(recent.low_after(at - start_up, at).map_or(share, |lasting| share.max(lasting)))
+    Some(recent.low_after(at - f.start_up_seconds(), at).map_or(share, |lasting| share.max(lasting)))
 }
 
-pub(super) fn rule(
-    f: &ForecastSizing,
-    recent: &Reading,
-    capacity: f64,
-    current: i32,
-    now: i64,
-    staleness: i64,
-) -> Option<Steady> {
+/// The rates steady sizing sizes for at `now`, or None while the samples do not cover the hour and
+/// the stabilisation window.
+pub(super) fn sizes(f: &ForecastSizing, recent: &Reading, capacity: f64, now: i64, staleness: i64) -> Option<Steady> {
     let w = f.stabilisation_window_seconds;
     window(recent, now, WINDOW_SECONDS + w, staleness).ok()?;
     let Reading::Series(series) = recent else { return None };
     let samples = &series[..series.partition_point(|(t, _)| *t <= now)];
     let indexed = Indexed::new(samples);
-    let pods_for = |rate: f64| super::demand::pods_for(rate.max(0.0), capacity, f.max_utilisation);
     let now_rps = target(f, &indexed, samples, now)?;
     let held = indexed.times(now - w + 1, now).filter_map(|t| target(f, &indexed, samples, t)).fold(now_rps, f64::max);
-    let (up, down) = (pods_for(now_rps), pods_for(held));
-    let share = f.steady_share;
-    let want = if up > current {
-        Want::Up(format!("steady: {share} of the last hour {now_rps:.0}/s needs {up} pods of {capacity:.0}/s"), up)
-    } else if down < current {
-        Want::Down(format!("steady: the highest of the last {w} s {held:.0}/s needs {down} pods"), down)
-    } else {
-        Want::Hold(format!("steady: {share} of the last hour {now_rps:.0}/s within {current} pods"))
-    };
-    Some(Steady { want, target_rps: now_rps })
+    let pods_for = |rate: f64| super::demand::pods_for(rate.max(0.0), capacity, f.max_utilisation);
+    Some(Steady {
+        target_rps: now_rps,
+        held_rps: held,
+        up: pods_for(now_rps),
+        down: pods_for(held),
+        share: f.steady_share,
+        window_seconds: w,
+        capacity,
+    })
+}
+
+impl Steady {
+    /// What steady sizing asks of a fleet of `current` pods.
+    pub fn want(&self, current: i32) -> Want {
+        let Self { target_rps: now_rps, held_rps: held, up, down, share, window_seconds: w, capacity } = *self;
+        if up > current {
+            Want::Up(format!("steady: {share} of the last hour {now_rps:.0}/s needs {up} pods of {capacity:.0}/s"), up)
+        } else if down < current {
+            Want::Down(format!("steady: the highest of the last {w} s {held:.0}/s needs {down} pods"), down)
+        } else {
+            Want::Hold(format!("steady: {share} of the last hour {now_rps:.0}/s within {current} pods"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -77,7 +91,7 @@ mod tests {
 
     fn decide(reading: &Reading, current: i32) -> Option<(String, i32)> {
         let f = ForecastSizing::PRESET;
-        rule(&f, reading, 300.0, current, NOW, 60).map(|s| match s.want {
+        sizes(&f, reading, 300.0, NOW, 60).map(|s| match s.want(current) {
             Want::Up(_, n) => ("up".to_owned(), n),
             Want::Down(_, n) => ("down".to_owned(), n),
             Want::Hold(_) => ("hold".to_owned(), current),

@@ -254,6 +254,13 @@ mod tests {
         }
     }
 
+    /// 700 minutes of a rate that climbs and drops in a saw-tooth.
+    fn saw_trace() -> String {
+        std::iter::once("minute_offset,requests\n".to_owned())
+            .chain((0..700).map(|m| format!("{m},{}\n", 100 + (m * 37) % 900)))
+            .collect()
+    }
+
     fn trace_file(name: &str, body: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!("riskplatform-sim-{}-{name}.csv", std::process::id()));
         std::fs::write(&path, body).ok();
@@ -262,10 +269,7 @@ mod tests {
 
     #[test]
     fn the_json_report_lists_every_policy_with_its_figures() {
-        let body: String = std::iter::once("minute_offset,requests\n".to_owned())
-            .chain((0..700).map(|m| format!("{m},{}\n", 100 + (m * 37) % 900)))
-            .collect();
-        let path = trace_file("ok", &body);
+        let path = trace_file("ok", &saw_trace());
         let mut out = Vec::new();
         run_simulate(&args(path.clone()), &mut out).expect("simulate");
         let report: serde_json::Value = serde_json::from_slice(&out).expect("json");
@@ -293,10 +297,7 @@ mod tests {
 
     #[test]
     fn a_quantile_reference_runs_at_any_share_asked_for() {
-        let body: String = std::iter::once("minute_offset,requests\n".to_owned())
-            .chain((0..700).map(|m| format!("{m},{}\n", 100 + (m * 37) % 900)))
-            .collect();
-        let path = trace_file("shares", &body);
+        let path = trace_file("shares", &saw_trace());
         let mut asked = args(path.clone());
         asked.policies = vec!["quantile@0.5".to_owned(), "quantile@0.93".to_owned()];
         let mut out = Vec::new();
